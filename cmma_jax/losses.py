@@ -37,6 +37,7 @@ __all__ = [
     "gaussian_kl",
     "standard_normal_kl",
     "reparameterize",
+    "batch_normal",
     "conditional_elbo",
     "cmma_elbo",
     "cvae_elbo",
@@ -214,7 +215,35 @@ def standard_normal_kl(mean: ArrayLike, log_var: ArrayLike) -> Array:
     return 0.5 * _sum_non_batch(jnp.expm1(log_var) - log_var + jnp.square(mean))
 
 
-def reparameterize(key: Array, mean: ArrayLike, log_var: ArrayLike) -> Array:
+def batch_normal(key: Array, shape: Sequence[int], dtype=jnp.float32,
+                 axis_name: str | None = None) -> Array:
+    """Standard normal noise for a batch, the same whatever the number of devices it is split over.
+
+    Without `axis_name` this is `jax.random.normal(key, shape, dtype)`. Inside `pmap` or
+    `shard_map` with the batch split over the axis `axis_name`, every device draws the noise of the
+    whole global batch, `[n * B_local, ...]`, from the same key and keeps its own rows: a step on
+    n devices then sees exactly the noise of the same step on one device.
+
+    Args:
+      key: a `jax.random` key, the same on every device.
+      shape: the local shape `[B_local, ...]`.
+      dtype: a float dtype.
+      axis_name: the mapped axis the batch is split over, or None.
+
+    Returns:
+      `[B_local, ...]` standard normal values.
+    """
+    shape = tuple(shape)
+    if axis_name is None:
+        return jax.random.normal(key, shape, dtype=dtype)
+    num_devices = jax.lax.psum(1, axis_name)  # a Python int: the size of the mapped axis
+    index = jax.lax.axis_index(axis_name)
+    full = jax.random.normal(key, (num_devices * shape[0],) + shape[1:], dtype=dtype)
+    return jax.lax.dynamic_slice_in_dim(full, index * shape[0], shape[0], axis=0)
+
+
+def reparameterize(key: Array, mean: ArrayLike, log_var: ArrayLike, *,
+                   axis_name: str | None = None) -> Array:
     """A sample z ~ N(mean, diag(exp(log_var))), differentiable in `mean` and `log_var`.
 
     The CMMA paper's eqs. (9)-(10), with erratum 2: its `h_σ` is a log-variance, so the standard
@@ -224,8 +253,10 @@ def reparameterize(key: Array, mean: ArrayLike, log_var: ArrayLike) -> Array:
 
     Args:
       key: a `jax.random` key.
-      mean: `[...]`, any shape.
+      mean: `[B, ...]`.
       log_var: same shape as `mean`.
+      axis_name: inside `pmap`/`shard_map` with the batch split over this axis, draw the noise
+        so that it does not depend on the number of devices (`batch_normal`).
 
     Returns:
       A sample with the shape and dtype of `mean`.
@@ -235,7 +266,8 @@ def reparameterize(key: Array, mean: ArrayLike, log_var: ArrayLike) -> Array:
     """
     mean, log_var = jnp.asarray(mean), jnp.asarray(log_var)
     _check_same_shape("reparameterize", mean=mean, log_var=log_var)
-    eps = jax.random.normal(key, mean.shape, dtype=mean.dtype)
+    eps = batch_normal(key, mean.shape, mean.dtype, axis_name) if mean.ndim else \
+        jax.random.normal(key, mean.shape, dtype=mean.dtype)
     return mean + eps * jnp.exp(0.5 * log_var)
 
 
@@ -322,6 +354,7 @@ def conditional_elbo(
     decode: DecodeFn,
     prior: PriorFn | None = None,
     num_samples: int = 1,
+    axis_name: str | None = None,
 ) -> ElboTerms:
     """The conditional variational lower bound on log p(x | y), per example.
 
@@ -343,6 +376,8 @@ def conditional_elbo(
         decoder ignores `y`.
       prior: `prior(y) -> (mean, log_var)`, each `[B, J]`; `None` for N(0, I).
       num_samples: the number of samples of z per example (the paper uses 1).
+      axis_name: inside `pmap`/`shard_map` with the batch split over this axis, the noise of each
+        example is the same as on one device (`batch_normal`).
 
     Returns:
       `ElboTerms(elbo, log_likelihood, kl)`, each `[B]`, in nats.
@@ -361,7 +396,7 @@ def conditional_elbo(
     keys = _sample_keys(key, num_samples, what)
 
     def one_sample(k):
-        z = reparameterize(k, mean_q, log_var_q)
+        z = reparameterize(k, mean_q, log_var_q, axis_name=axis_name)
         return _decode_log_likelihood(what, x, z, y, decode)
 
     log_likelihood = jnp.mean(jax.vmap(one_sample)(keys), axis=0)  # eq. (11), [K, B] -> [B]
@@ -381,13 +416,14 @@ def cmma_elbo(
     decode: DecodeFn,
     prior: PriorFn,
     num_samples: int = 1,
+    axis_name: str | None = None,
 ) -> ElboTerms:
     """The CMMA bound (eq. 6): `conditional_elbo` with the attribute prior p(z | y).
 
         L = E_{q(z|x,y)}[ log p(x | z) ] - KL( q(z | x, y) ‖ p(z | y) )
 
     Args:
-      key, x, y, encode, decode, num_samples: as in `conditional_elbo`.
+      key, x, y, encode, decode, num_samples, axis_name: as in `conditional_elbo`.
       prior: `prior(y) -> (mean, log_var)`, each `[B, J]`: the network f of the paper.
 
     Returns:
@@ -396,9 +432,8 @@ def cmma_elbo(
     if prior is None:
         raise ValueError("cmma_elbo needs a prior function prior(y) -> (mean, log_var); "
                          "for the N(0, I) prior use cvae_elbo.")
-    return conditional_elbo(
-        key, x, y, encode=encode, decode=decode, prior=prior, num_samples=num_samples
-    )
+    return conditional_elbo(key, x, y, encode=encode, decode=decode, prior=prior,
+                            num_samples=num_samples, axis_name=axis_name)
 
 
 def cvae_elbo(
@@ -409,20 +444,21 @@ def cvae_elbo(
     encode: EncodeFn,
     decode: DecodeFn,
     num_samples: int = 1,
+    axis_name: str | None = None,
 ) -> ElboTerms:
     """The CVAE bound (eq. 13, erratum 4): `conditional_elbo` with the prior N(0, I).
 
         L = E_{q(z|x,y)}[ log p(x | y, z) ] - KL( q(z | x, y) ‖ N(0, I) )
 
     Args:
-      key, x, y, encode, decode, num_samples: as in `conditional_elbo`; the decoder uses `y`.
+      key, x, y, encode, decode, num_samples, axis_name: as in `conditional_elbo`; the decoder
+        uses `y`.
 
     Returns:
       `ElboTerms`, each `[B]`.
     """
-    return conditional_elbo(
-        key, x, y, encode=encode, decode=decode, prior=None, num_samples=num_samples
-    )
+    return conditional_elbo(key, x, y, encode=encode, decode=decode, prior=None,
+                            num_samples=num_samples, axis_name=axis_name)
 
 
 def iwae_bound(
@@ -434,6 +470,7 @@ def iwae_bound(
     decode: DecodeFn,
     prior: PriorFn | None = None,
     num_samples: int,
+    axis_name: str | None = None,
 ) -> Array:
     """The importance-weighted lower bound on log p(x | y) with K samples, per example.
 
@@ -449,6 +486,7 @@ def iwae_bound(
       y: `[B, A]`.
       encode, decode, prior: as in `conditional_elbo` (`prior=None` for N(0, I)).
       num_samples: K, the number of importance samples per example.
+      axis_name: as in `conditional_elbo`.
 
     Returns:
       `[B]`, in nats.
@@ -465,7 +503,7 @@ def iwae_bound(
     keys = _sample_keys(key, num_samples, what)
 
     def log_weight(k):
-        z = reparameterize(k, mean_q, log_var_q)
+        z = reparameterize(k, mean_q, log_var_q, axis_name=axis_name)
         log_px = _decode_log_likelihood(what, x, z, y, decode)
         log_pz = gaussian_log_likelihood(z, mean_p, log_var_p)
         log_qz = gaussian_log_likelihood(z, mean_q, log_var_q)

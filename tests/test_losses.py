@@ -749,3 +749,38 @@ def test_gan_loss_gradients(kind):
     check_grads(lambda a, b: losses.gan_discriminator_loss(a, b, kind), [r, f], order=1,
                 modes=("fwd", "rev"))
     check_grads(lambda b: losses.gan_generator_loss(b, kind), [f], order=1, modes=("fwd", "rev"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise that does not depend on how the batch is split over devices
+
+
+def test_batch_normal_is_the_same_whatever_the_split():
+    key = jax.random.key(8)
+    whole = losses.batch_normal(key, (8, 3))
+    np.testing.assert_array_equal(whole, jax.random.normal(key, (8, 3)))
+    # A mapped axis of 4 "devices" with 2 examples each (vmap supports the same collectives as
+    # pmap and shard_map): each gets its own rows of the whole batch's noise.
+    split = jax.vmap(lambda _: losses.batch_normal(key, (2, 3), axis_name="d"),
+                     axis_name="d")(jnp.arange(4))
+    np.testing.assert_array_equal(split.reshape(8, 3), whole)
+
+
+def test_bounds_split_over_a_mapped_axis_match_the_whole_batch(lg):
+    x, y = lg.data(8)
+    key = jax.random.key(9)
+    kwargs = dict(encode=lg.encode, decode=lg.decode, prior=lg.prior)
+    whole = losses.cmma_elbo(key, x, y, num_samples=3, **kwargs)
+    split = jax.vmap(lambda xb, yb: losses.cmma_elbo(key, xb, yb, num_samples=3, axis_name="d",
+                                                     **kwargs), axis_name="d")(
+        x.reshape(4, 2, -1), y.reshape(4, 2, -1))
+    np.testing.assert_allclose(split.elbo.reshape(8), whole.elbo, rtol=1e-6)
+    whole_iw = losses.iwae_bound(key, x, y, num_samples=5, **kwargs)
+    split_iw = jax.vmap(lambda xb, yb: losses.iwae_bound(key, xb, yb, num_samples=5,
+                                                         axis_name="d", **kwargs),
+                        axis_name="d")(x.reshape(4, 2, -1), y.reshape(4, 2, -1))
+    np.testing.assert_allclose(split_iw.reshape(8), whole_iw, rtol=1e-6)
+    # Without axis_name, each "device" would reuse the same noise rows: a different result.
+    naive = jax.vmap(lambda xb, yb: losses.cmma_elbo(key, xb, yb, num_samples=3, **kwargs))(
+        x.reshape(4, 2, -1), y.reshape(4, 2, -1))
+    assert not np.allclose(naive.elbo.reshape(8), whole.elbo)
