@@ -1,0 +1,148 @@
+"""The common base of this package's tfds builders."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import logging
+import os
+import warnings
+
+from etils import epath
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import utils as tfds_utils
+
+from cmma_jax.data._images import UnreadableImageError
+
+
+class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A `GeneratorBasedBuilder` whose code lives in this package.
+
+    tfds locates a builder's source file (for checksums and metadata) through
+    `importlib_resources`, a package that tensorflow-datasets imports but does not install. These
+    builders download nothing, so the file found by `inspect` is all tfds needs.
+    """
+
+    def __init__(self, *, config: tfds.core.BuilderConfig | str | None = None, **kwargs):
+        # A predefined config is passed by name: tfds rebuilds builders from their constructor
+        # arguments when they are unpickled (in grain's worker processes), and it rejects a copy of
+        # a predefined config object as "a custom config with the same name".
+        if isinstance(config, tfds.core.BuilderConfig):
+            predefined = type(self).builder_configs.get(config.name)
+            if predefined is not None and dataclasses.asdict(predefined) == dataclasses.asdict(
+                config
+            ):
+                config = config.name
+        super().__init__(config=config, **kwargs)
+
+    @tfds_utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path | None:
+        try:
+            return epath.Path(inspect.getfile(cls))
+        except (TypeError, OSError):
+            return None
+
+
+class ZlibTensor(tfds.features.Tensor):
+    """`tfds.features.Tensor(..., encoding="zlib")` that also takes bytes compressed elsewhere.
+
+    Prepare-time workers compress their images themselves (`zlib.compress(array.tobytes())`), so
+    that the single process writing the records does not spend most of its time in zlib. Arrays
+    are accepted too and compressed here, as by the parent class. Reading is the parent's: one
+    `zlib.decompress` and a reshape, cheaper than decoding PNG or JPEG.
+    """
+
+    def encode_example(self, example_data):
+        if isinstance(example_data, bytes):
+            return example_data
+        return super().encode_example(example_data)
+
+
+class BadImages:
+    """Absent or undecodable images met while preparing: skipped up to a budget, else an error.
+
+    Every skip is counted, named in a warning and logged; nothing is dropped silently.
+    """
+
+    def __init__(self, *, max_bad_images: int, listed_in: str, image_dir: str):
+        self._max = max_bad_images
+        self._listed_in = listed_in
+        self._image_dir = image_dir
+        self._skipped: list[str] = []
+        self._reasons: list[str] = []
+
+    def _what_to_do(self, count: int) -> str:
+        return (
+            "Restore the file(s) from the original archive, delete their rows from"
+            f" {self._listed_in}, or allow skipping with max_bad_images={max(count, 1)} (they are"
+            " then left out with a warning)."
+        )
+
+    def check_present(self, filenames, present: set[str]) -> None:
+        """Checks up front that every listed image exists; skips the absent ones within budget."""
+        missing = [name for name in filenames if name not in present]
+        if not missing:
+            return
+        if len(self._skipped) + len(missing) > self._max:
+            raise FileNotFoundError(
+                f"{len(missing)} image(s) listed in {self._listed_in} are missing from "
+                f"{self._image_dir}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. "
+                + self._what_to_do(len(self._skipped) + len(missing))
+            )
+        for name in missing:
+            self._skipped.append(name)
+            self._reasons.append("absent")
+        warnings.warn(
+            f"Skipping {len(missing)} image(s) listed in {self._listed_in} but absent from "
+            f"{self._image_dir} (max_bad_images={self._max}): {', '.join(missing[:10])}"
+            f"{' ...' if len(missing) > 10 else ''}",
+            stacklevel=2,
+        )
+
+    def unreadable(self, filename: str, reason: str) -> None:
+        """Records an undecodable image; raises once the budget is exceeded."""
+        if len(self._skipped) + 1 > self._max:
+            raise UnreadableImageError(
+                f"{reason}. The image {filename} (listed in {self._listed_in}) cannot be read. "
+                + self._what_to_do(len(self._skipped) + 1)
+            )
+        self._skipped.append(filename)
+        self._reasons.append(reason)
+        logging.warning("Skipping unreadable image %s: %s", filename, reason)
+
+    def skipped(self) -> list[str]:
+        return list(self._skipped)
+
+    def warn_skipped(self, *, since: int, total: int) -> None:
+        """Warns about the images skipped since `since` (one split of `total` listed images)."""
+        names = [n for n, r in zip(self._skipped[since:], self._reasons[since:]) if r != "absent"]
+        if names:
+            warnings.warn(
+                f"Skipped {len(names)} unreadable image(s) of {total} (max_bad_images={self._max}):"
+                f" {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}",
+                stacklevel=2,
+            )
+
+
+def folder_config_name(source_dir: str, index_files: tuple[str, ...], options: dict) -> str:
+    """A config name for a prepared copy of a source folder: its base name and a fingerprint.
+
+    The fingerprint hashes the folder's absolute path, the size and modification time of its index
+    files (attribute and partition files) and the builder options, so that a different folder, an
+    edited index file or other options are prepared afresh instead of read stale from the cache.
+    """
+    source_dir = os.path.abspath(source_dir)
+    parts = [source_dir] + [f"{k}={options[k]}" for k in sorted(options)]
+    for name in index_files:
+        try:
+            st = os.stat(os.path.join(source_dir, name))
+            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{name}:absent")
+    digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+    base = "".join(c if c.isalnum() else "_" for c in os.path.basename(source_dir.rstrip(os.sep)))[
+        :40
+    ]
+    return f"{base or 'folder'}_{digest}"

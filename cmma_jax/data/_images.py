@@ -1,0 +1,127 @@
+"""Reading, cropping and resizing face images (numpy and Pillow only).
+
+Shared by the CelebA and LFW builders (at prepare time, possibly in worker processes) and by the
+pipeline's map for the upstream tfds `celeb_a` dataset (at read time). Kept free of JAX and
+tensorflow-datasets so that worker processes start quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SIZE = 64
+
+# The CelebA face crop, relative to the image size so that any resolution with CelebA's aspect
+# works (the official 178x218 aligned images, the shared 89x109 copy, ...): a square of side
+# 0.8 x width, centred horizontally and at 0.55 x height vertically. On 178x218 that is the box
+# (17.8, 48.7)-(160.2, 191.1): forehead to chin with some hair, like the common 64x64 CelebA crops.
+CELEBA_CROP_SIDE = 0.8
+CELEBA_CROP_CENTER_Y = 0.55
+
+
+class UnreadableImageError(ValueError):
+    """An image file that exists but cannot be decoded (corrupt, truncated, not an image)."""
+
+
+def celeba_crop_box(width: int, height: int) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the CelebA face crop for an image of this size."""
+    side = CELEBA_CROP_SIDE * width
+    cx, cy = 0.5 * width, CELEBA_CROP_CENTER_Y * height
+    left, top = cx - side / 2, cy - side / 2
+    if top < 0 or top + side > height:
+        raise ValueError(
+            f"A {width}x{height} image is too wide for the CelebA crop (a square of side"
+            f" {CELEBA_CROP_SIDE} x width centred at {CELEBA_CROP_CENTER_Y} x height); CelebA's"
+            " aligned images are 178x218 (width x height) or a rescaled copy of them."
+        )
+    return (left, top, left + side, top + side)
+
+
+def crop_celeba(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Crops the face square out of an aligned CelebA image and resizes it to 64x64.
+
+    Args:
+        image: a PIL image or a uint8 array [H, W, 3] of any size with CelebA's aspect.
+
+    Returns:
+        uint8 [64, 64, 3].
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image = image.convert("RGB")
+    box = celeba_crop_box(*image.size)
+    # Lanczos with a box: the resampling filter covers the whole source region when shrinking
+    # (no aliasing) and sub-pixel crop coordinates are kept exactly.
+    out = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS, box=box)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def resize_square(image: Image.Image) -> np.ndarray:
+    """An RGB image resized to 64x64 (LFWcrop faces already are); uint8 [64, 64, 3]."""
+    image = image.convert("RGB")
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def read_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Opens and fully decodes an image file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        UnreadableImageError: it exists but cannot be decoded; the message names the file.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated or corrupt file fails here, not later
+            return image.copy() if image.mode == "RGB" else image.convert("RGB")
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UnreadableImageError(f"Cannot decode image {os.fspath(path)}: {e}") from e
+
+
+def load_celeba_images(paths: Sequence[str]) -> list[np.ndarray | str]:
+    """Reads and crops CelebA images; for each path the 64x64 face or an error message.
+
+    The unit of work of a prepare-time worker process: errors come back as strings so that the
+    builder can decide (raise, or skip with a warning) in the main process.
+    """
+    out: list[np.ndarray | str] = []
+    for path in paths:
+        try:
+            out.append(crop_celeba(read_image(path)))
+        except (FileNotFoundError, UnreadableImageError, ValueError) as e:
+            out.append(f"{type(e).__name__}: {e}")
+    return out
+
+
+def load_square_images(paths: Sequence[str]) -> list[np.ndarray | str]:
+    """Reads images and resizes them to 64x64 (LFWcrop); errors come back as strings."""
+    out: list[np.ndarray | str] = []
+    for path in paths:
+        try:
+            out.append(resize_square(read_image(path)))
+        except (FileNotFoundError, UnreadableImageError) as e:
+            out.append(f"{type(e).__name__}: {e}")
+    return out
+
+
+def load_compressed(args: tuple[str, Sequence[str]]) -> list[bytes | str]:
+    """Prepare-time unit of work: reads images, crops them, returns zlib-compressed pixels.
+
+    Args:
+        args: (kind, paths); kind "celeba" crops with `crop_celeba`, "square" uses `resize_square`.
+
+    Returns:
+        For each path, `zlib.compress(uint8 [64, 64, 3].tobytes())`, or an error message (str)
+        saying why the image could not be read.
+    """
+    kind, paths = args
+    load = {"celeba": load_celeba_images, "square": load_square_images}[kind]
+    return [x if isinstance(x, str) else zlib.compress(x.tobytes()) for x in load(paths)]

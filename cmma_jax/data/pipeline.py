@@ -1,0 +1,519 @@
+"""The input pipeline: a prepared tfds dataset -> grain loader -> fixed-shape dict batches.
+
+        data = load("synthetic_faces", "train", batch_size=64, seed=0)
+        batch = next(data.iterator)
+        batch["image"]       # float32 [64, 64, 64, 3] in [0, 1]
+        batch["attributes"]  # float32 [64, A], encoded as asked ("binary" {0,1} by default)
+        data.attribute_names # the A names, in column order
+
+How a batch flows: the dataset is prepared once as array_record (built on first use if absent,
+see `prepare`), read through `tfds.data_source` (no TensorFlow), and fed to a `grain.DataLoader`
+that shards the records by process (each process reads its own contiguous block of
+`floor(N / process_count)` records), shuffles them with a seed (a new order every epoch), maps
+each record to a uint8 image and raw attribute vector, batches with a fixed shape (the remainder
+is dropped, so a jitted step never recompiles), then converts the batch to float32 and encodes
+the attributes. Training repeats forever; evaluation makes one pass. With `worker_count > 0`
+the reading and mapping run in that many worker processes.
+
+The iterator (`BatchIterator`, a thin wrapper of grain's `DataLoaderIterator`) has
+`get_state()`, a JSON-able dict to save with a checkpoint, and `set_state(state)`: on a fresh
+iterator (same arguments to `load`) it resumes with exactly the batches the first run would have
+produced next. The batches depend on `worker_count` (grain batches within each worker), so a
+run must resume with the worker count it saved with; grain checks this.
+
+Datasets (`DATASETS`):
+    "synthetic_faces"  rendered locally (`cmma_jax.data.synthetic_faces`); options: num_train,
+                       num_validation, num_test, seed, num_workers.
+    "celeba"           a local CelebA folder (`cmma_jax.data.celeba`), `source_dir`; options:
+                       max_bad_images, num_workers.
+    "celeb_a"          the upstream tfds `celeb_a` (tfds downloads it), cropped like "celeba".
+    "lfw"              LFWcrop faces + lfw_attributes.txt (`cmma_jax.data.lfw`), `source_dir`;
+                       options: num_train, num_validation, max_bad_images, num_workers.
+
+Attribute encodings (`ENCODINGS`), from each dataset's raw values (CelebA's and the synthetic
+faces' -1/+1, LFW's real-valued scores):
+    "binary"  1 where the raw value is > 0, else 0
+    "signed"  +1 where the raw value is > 0, else -1
+    "raw"     the stored values unchanged (LFW's scores; -1/+1 for the others)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import weakref
+from typing import Any, Iterator, Mapping
+
+import grain
+import numpy as np
+import tensorflow_datasets as tfds
+
+from cmma_jax.data import _images
+from cmma_jax.data import celeba as celeba_lib
+from cmma_jax.data import lfw as lfw_lib
+from cmma_jax.data import synthetic_faces as synthetic_lib
+
+DATASETS = ("synthetic_faces", "celeba", "celeb_a", "lfw")
+SPLITS = ("train", "validation", "test")
+ENCODINGS = ("binary", "signed", "raw")
+IMAGE_SHAPE = (64, 64, 3)
+DATA_DIR_ENV = "CMMA_DATA_DIR"
+
+# Options each dataset's builder takes (besides data_dir and source_dir).
+_OPTIONS = {
+    "synthetic_faces": ("num_train", "num_validation", "num_test", "seed", "num_workers"),
+    "celeba": ("max_bad_images", "num_workers"),
+    "celeb_a": (),
+    "lfw": ("num_train", "num_validation", "max_bad_images", "num_workers"),
+}
+
+
+def default_data_dir() -> str:
+    """Where prepared datasets live: $CMMA_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets
+    (tfds's own default)."""
+    path = (
+        os.environ.get(DATA_DIR_ENV) or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    )
+    return os.path.expanduser(path)
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; expected one of {DATASETS}.")
+
+
+def _check_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(_OPTIONS[name]))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {unknown} for dataset {name!r}; it takes"
+            f" {list(_OPTIONS[name]) or 'none'}."
+        )
+    return options
+
+
+def get_builder(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    source_dir: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> tfds.core.DatasetBuilder:
+    """The tfds builder of a dataset (not prepared yet, see `prepare`).
+
+    Args:
+        name: one of `DATASETS`.
+        data_dir: where prepared datasets live (default: `default_data_dir()`).
+        source_dir: the raw files of "celeba" and "lfw" (None: tfds's manual directory).
+        options: builder options, see the module docstring.
+    """
+    _check_name(name)
+    options = _check_options(name, options)
+    data_dir = (
+        os.path.expanduser(os.fspath(data_dir)) if data_dir is not None else default_data_dir()
+    )
+    if name == "synthetic_faces":
+        if source_dir is not None:
+            raise ValueError("synthetic_faces is rendered locally and takes no source_dir.")
+        num_workers = options.pop("num_workers", None)
+        config = synthetic_lib.make_config(**options)
+        return synthetic_lib.SyntheticFaces(
+            config=config, data_dir=data_dir, num_workers=num_workers
+        )
+    if name == "celeba":
+        return celeba_lib.CelebA(source_dir=source_dir, data_dir=data_dir, **options)
+    if name == "lfw":
+        return lfw_lib.Lfw(source_dir=source_dir, data_dir=data_dir, **options)
+    if source_dir is not None:
+        raise ValueError(
+            "celeb_a is tfds's upstream dataset, downloaded by tfds, and takes no source_dir; for a"
+            " local CelebA folder use name='celeba'."
+        )
+    return tfds.builder("celeb_a", data_dir=data_dir, file_format="array_record")
+
+
+def prepare(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    source_dir: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> tfds.core.DatasetBuilder:
+    """Prepares a dataset as array_record if it is not prepared yet; returns its builder.
+
+    Same arguments as `get_builder`. Preparing is done once per data_dir; later calls find the
+    files and return at once.
+    """
+    builder = get_builder(name, data_dir=data_dir, source_dir=source_dir, options=options)
+    try:
+        builder.download_and_prepare(file_format="array_record")
+    except ModuleNotFoundError as e:
+        if name != "celeb_a":
+            raise
+        raise ModuleNotFoundError(
+            f"tensorflow-datasets needs the package {e.name!r} to download and prepare celeb_a; "
+            f"install it (pip install {e.name}), or prepare CelebA from a local folder with "
+            "name='celeba', source_dir=<folder>."
+        ) from e
+    except Exception as e:  # noqa: BLE001 - re-raised with the way out
+        if name != "celeb_a":
+            raise
+        raise RuntimeError(
+            f"tfds could not download and prepare celeb_a into {builder.data_dir}"
+            f" ({type(e).__name__}: {e}). It downloads from Google Drive, which is often"
+            " rate-limited or unreachable; download CelebA yourself and use name='celeba',"
+            " source_dir=<folder>."
+        ) from e
+    return builder
+
+
+def data_source(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    source_dir: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+):
+    """The random-access source (`source[i]` -> dict of numpy arrays) of one split, prepared."""
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
+    if name == "celeb_a":
+        # Through tfds.data_source, so that tfds.testing.mock_data can stand in for the download.
+        _check_options(name, options)
+        if source_dir is not None:
+            get_builder(name, source_dir=source_dir)  # raises the explanation
+        data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+        try:
+            return tfds.data_source(
+                "celeb_a",
+                split=split,
+                data_dir=data_dir,
+                builder_kwargs={"file_format": "array_record"},
+            )
+        except ModuleNotFoundError as e:
+            raise ModuleNotFoundError(
+                f"tensorflow-datasets needs the package {e.name!r} to prepare celeb_a; install it,"
+                " or use name='celeba' with a local CelebA folder."
+            ) from e
+    builder = prepare(name, data_dir=data_dir, source_dir=source_dir, options=options)
+    return builder.as_data_source(split=split)
+
+
+def attribute_names(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    source_dir: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> tuple[str, ...]:
+    """The attribute names of a dataset, in column order, without building any batches.
+
+    Nothing is prepared: the names are fixed for "synthetic_faces", "celeba" and "celeb_a"; for
+    "lfw" they come from the prepared dataset if there is one, else from the attribute file's
+    header in `source_dir`, else the released file's names.
+    """
+    _check_name(name)
+    if name == "synthetic_faces":
+        return synthetic_lib.ATTRIBUTE_NAMES
+    if name in ("celeba", "celeb_a"):
+        return celeba_lib.ATTRIBUTE_NAMES
+    builder = get_builder(name, data_dir=data_dir, source_dir=source_dir, options=options)
+    if os.path.isdir(os.fspath(builder.data_dir)) and builder.info.metadata:
+        names = builder.info.metadata.get("attribute_names")
+        if names:
+            return tuple(names)
+    if source_dir is not None:
+        path = os.path.join(os.fspath(source_dir), lfw_lib.ATTRIBUTE_FILE)
+        if os.path.isfile(path):
+            return lfw_lib.read_attribute_file(path).names
+    return lfw_lib.ATTRIBUTE_NAMES
+
+
+def encode_attributes(raw: np.ndarray, encoding: str) -> np.ndarray:
+    """Encodes raw attribute values (`[..., A]`) as float32: "binary", "signed" or "raw"."""
+    raw = np.asarray(raw, np.float32)
+    if encoding == "binary":
+        return (raw > 0).astype(np.float32)
+    if encoding == "signed":
+        return np.where(raw > 0, np.float32(1), np.float32(-1))
+    if encoding == "raw":
+        return raw
+    raise ValueError(f"Unknown attribute encoding {encoding!r}; expected one of {ENCODINGS}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _ToArrays(grain.transforms.Map):
+    """One record -> {"image": uint8 [64, 64, 3], "attributes": float32 [A] raw}."""
+
+    upstream_celeb_a: bool = False
+
+    def map(self, record):
+        if self.upstream_celeb_a:
+            flags = record["attributes"]
+            return {
+                "image": _images.crop_celeba(record["image"]),
+                "attributes": np.array(
+                    [1.0 if flags[n] else -1.0 for n in celeba_lib.ATTRIBUTE_NAMES], np.float32
+                ),
+            }
+        return {
+            "image": record["image"],
+            "attributes": np.asarray(record["attributes"], np.float32),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class _ToModelInputs(grain.transforms.Map):
+    """A uint8 batch -> float32 images in [0, 1] and encoded attributes.
+
+    Applied after batching: one vectorised conversion per batch rather than one per record.
+    """
+
+    encoding: str
+
+    def map(self, batch):
+        return {
+            "image": batch["image"].astype(np.float32) * np.float32(1.0 / 255.0),
+            "attributes": encode_attributes(batch["attributes"], self.encoding),
+        }
+
+
+class BatchIterator:
+    """Batches of one split: `next(it)` -> `{"image": [B, 64, 64, 3], "attributes": [B, A]}`.
+
+    Wraps grain's `DataLoaderIterator` (kept as `.grain_iterator`, e.g. for grain's orbax
+    checkpoint handler). Batches are plain numpy arrays that the caller owns: with worker
+    processes grain hands them over in shared memory, and they are copied out of it here (about a
+    millisecond per batch), so that keeping a batch does not pin shared memory.
+    """
+
+    def __init__(self, grain_iterator: grain.DataLoaderIterator, *, copy_out: bool):
+        self.grain_iterator = grain_iterator
+        self._copy_out = copy_out
+        # Stop worker processes and free shared memory at exit even if `close` is never called.
+        self._finalizer = weakref.finalize(self, _close_grain_iterator, grain_iterator)
+
+    def __iter__(self) -> "BatchIterator":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = next(self.grain_iterator)
+        if self._copy_out:
+            batch = {k: np.array(v, copy=True) for k, v in batch.items()}
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        """The position as a JSON-able dict, to save with a checkpoint."""
+        return json.loads(self.grain_iterator.get_state().decode("utf-8"))
+
+    def set_state(self, state: Mapping[str, Any] | bytes | str) -> None:
+        """Moves to a saved position (from an iterator of `load` with the same arguments)."""
+        if isinstance(state, Mapping):
+            state = json.dumps(dict(state))
+        if isinstance(state, str):
+            state = state.encode("utf-8")
+        self.grain_iterator.set_state(state)
+
+    def close(self) -> None:
+        """Stops the worker processes, if any. Idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> "BatchIterator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _close_grain_iterator(grain_iterator: grain.DataLoaderIterator) -> None:
+    """Stops grain's workers and drops its iterator chain while the interpreter is still whole.
+
+    Left to interpreter shutdown, grain's iterators close themselves in `__del__` after their
+    modules are torn down, which prints "Exception ignored ... 'NoneType' object ..." noise.
+    """
+    inner = getattr(grain_iterator, "_iterator", None)
+    close = getattr(inner, "close", None)
+    if close is not None:
+        close()
+    if inner is not None:
+        grain_iterator._iterator = None  # pylint: disable=protected-access
+        del inner
+        gc.collect()
+
+
+@dataclasses.dataclass
+class Loaded:
+    """What `load` returns.
+
+    Attributes:
+        iterator: yields `{"image": float32 [B, 64, 64, 3], "attributes": float32 [B, A]}` batches;
+            `get_state()` / `set_state()` save and restore its position.
+        attribute_names: the A attribute names, in column order.
+        num_examples: examples in the split (all processes together).
+        num_examples_per_shard: examples this process reads per epoch.
+        batches_per_epoch: full batches this process makes per epoch.
+        loader: the underlying `grain.DataLoader`.
+    """
+
+    iterator: BatchIterator
+    attribute_names: tuple[str, ...]
+    num_examples: int
+    num_examples_per_shard: int
+    batches_per_epoch: int
+    loader: grain.DataLoader
+
+    def __iter__(self) -> BatchIterator:
+        return self.iterator
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self.iterator)
+
+    def close(self) -> None:
+        self.iterator.close()
+
+    def __enter__(self) -> "Loaded":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _allow_worker_processes() -> None:
+    """grain's worker processes read absl flags; outside `app.run` they are not parsed yet."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def load(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+    source_dir: str | os.PathLike[str] | None = None,
+    encoding: str = "binary",
+    shuffle: bool | None = None,
+    num_epochs: int | None | str = "auto",
+    worker_count: int = 0,
+    worker_buffer_size: int = 2,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Loaded:
+    """Batches of one split of a dataset, prepared on first use.
+
+    Args:
+        name: one of `DATASETS`.
+        split: "train", "validation" or "test".
+        batch_size: examples per batch on this process; the remainder is dropped.
+        seed: the shuffle seed (the same seed gives the same batches).
+        data_dir: where prepared datasets live (default `default_data_dir()`).
+        source_dir: the raw files of "celeba" and "lfw".
+        encoding: attribute encoding, one of `ENCODINGS`.
+        shuffle: shuffle the records (default: for "train" only).
+        num_epochs: passes over the split; None repeats forever; "auto" (the default) repeats
+            forever for "train" and makes one pass otherwise.
+        worker_count: worker processes for reading and mapping (0: in this process).
+        worker_buffer_size: batches each worker prepares ahead.
+        shard_index, shard_count: this process's shard (default `jax.process_index()` and
+            `jax.process_count()`); each shard gets its own block of `floor(N / shard_count)`
+            records.
+        options: dataset builder options (see the module docstring).
+
+    Returns:
+        A `Loaded` with the iterator and the attribute names.
+
+    Raises:
+        ValueError: unknown name, split, encoding or option; a split with fewer examples per shard
+            than `batch_size`.
+    """
+    _check_name(name)
+    if encoding not in ENCODINGS:
+        raise ValueError(f"Unknown attribute encoding {encoding!r}; expected one of {ENCODINGS}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    source = data_source(name, split, data_dir=data_dir, source_dir=source_dir, options=options)
+    names = attribute_names(name, data_dir=data_dir, source_dir=source_dir, options=options)
+
+    if shard_index is None or shard_count is None:
+        if (shard_index is None) != (shard_count is None):
+            raise ValueError(
+                "Pass both shard_index and shard_count, or neither (then JAX's process index and"
+                " count)."
+            )
+        import jax  # pylint: disable=g-import-not-at-top
+
+        shard_index, shard_count = jax.process_index(), jax.process_count()
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(
+            f"shard_index must be in [0, shard_count); got {shard_index} of {shard_count}."
+        )
+    num_examples = len(source)
+    per_shard = num_examples // shard_count
+    batches_per_epoch = per_shard // batch_size
+    if batches_per_epoch < 1:
+        raise ValueError(
+            f"The {split!r} split of {name!r} has {num_examples} examples, {per_shard} per shard"
+            f" over {shard_count} shard(s): fewer than one batch of {batch_size}. Use a smaller"
+            " batch_size."
+        )
+    if shuffle is None:
+        shuffle = split == "train"
+    if num_epochs == "auto":
+        num_epochs = None if split == "train" else 1
+    elif num_epochs is not None and (not isinstance(num_epochs, int) or num_epochs < 1):
+        raise ValueError(
+            f"num_epochs must be a positive integer, None (forever) or 'auto'; got {num_epochs!r}."
+        )
+
+    sampler = grain.samplers.IndexSampler(
+        num_records=num_examples,
+        shard_options=grain.sharding.ShardOptions(
+            shard_index=shard_index, shard_count=shard_count, drop_remainder=True
+        ),
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        seed=seed,
+    )
+    if worker_count > 0:
+        _allow_worker_processes()
+    loader = grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=[
+            _ToArrays(upstream_celeb_a=name == "celeb_a"),
+            grain.transforms.Batch(batch_size=batch_size, drop_remainder=True),
+            _ToModelInputs(encoding=encoding),
+        ],
+        worker_count=worker_count,
+        worker_buffer_size=worker_buffer_size,
+    )
+    return Loaded(
+        iterator=BatchIterator(iter(loader), copy_out=worker_count > 0),
+        attribute_names=tuple(names),
+        num_examples=num_examples,
+        num_examples_per_shard=per_shard,
+        batches_per_epoch=batches_per_epoch,
+        loader=loader,
+    )
+
+
+def get_state(iterator: BatchIterator | Loaded) -> dict[str, Any]:
+    """The iterator's position as a JSON-able dict, to save with a checkpoint."""
+    if isinstance(iterator, Loaded):
+        iterator = iterator.iterator
+    return iterator.get_state()
+
+
+def set_state(iterator: BatchIterator | Loaded, state: Mapping[str, Any] | bytes | str) -> None:
+    """Moves a fresh iterator (from `load` with the same arguments) to a saved position."""
+    if isinstance(iterator, Loaded):
+        iterator = iterator.iterator
+    iterator.set_state(state)
