@@ -13,3 +13,18 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import pytest  # noqa: E402
+
+# A small synthetic_faces dataset shared by the tests that train (models, trainer, CLI).
+TINY_DATA_OPTIONS = {"num_train": 256, "num_validation": 32, "num_test": 32}
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """A prepared 256/32/32 synthetic_faces dataset in a temporary data_dir."""
+    from cmma_jax.data import pipeline
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    pipeline.prepare("synthetic_faces", data_dir=str(data_dir), options=TINY_DATA_OPTIONS)
+    return str(data_dir)

@@ -81,17 +81,27 @@ def test_same_seed_same_batches_other_seed_other_order(data_dir, index_of):
     assert a == b and a != c
 
 
-def test_shards_are_disjoint(data_dir, index_of):
-    seen = []
-    for shard in range(3):
-        data = load(data_dir, batch_size=1, shard_index=shard, shard_count=3, num_epochs=2)
-        assert data.num_examples_per_shard == 83 and data.batches_per_epoch == 83
-        order = [indices(b, index_of)[0] for b in data.iterator]
-        first, second = order[:83], order[83:]
-        assert len(set(first)) == 83 and set(first) == set(second)  # its own block, every epoch
-        seen.append(set(first))
-    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
-    assert len(seen[0] | seen[1] | seen[2]) == 249
+def test_shards_split_each_global_batch(data_dir, index_of):
+    # 3 processes with 4 examples each see exactly the global batches of 12 that one process
+    # sees, each its own consecutive rows: the global batch does not depend on the process count.
+    whole = load(data_dir, batch_size=12, seed=5, shard_index=0, shard_count=1)
+    shards = [load(data_dir, batch_size=4, seed=5, shard_index=s, shard_count=3)
+              for s in range(3)]
+    assert [d.num_examples_per_shard for d in shards] == [80, 80, 80]  # 250 // 12 batches
+    assert all(d.batches_per_epoch == whole.batches_per_epoch == 20 for d in shards)
+    for _ in range(25):  # into the second epoch
+        rows = [indices(next(d.iterator), index_of) for d in shards]
+        assert rows[0] + rows[1] + rows[2] == indices(next(whole.iterator), index_of)
+        assert not (set(rows[0]) & set(rows[1]) or set(rows[0]) & set(rows[2]))
+
+
+def test_evaluation_shards_make_the_same_number_of_batches(data_dir, index_of):
+    # One pass: only whole global batches, so that no process waits for another's extra batch.
+    shards = [list(load(data_dir, "validation", batch_size=8, shard_index=s, shard_count=2)
+                   .iterator) for s in range(2)]
+    assert [len(b) for b in shards] == [3, 3]  # 50 // 16 global batches
+    seen = sum((indices(b, index_of) for batches in shards for b in batches), [])
+    assert sorted(seen) == list(range(48))
 
 
 def test_resumed_iterator_yields_the_same_batches(data_dir):
@@ -188,7 +198,7 @@ def test_bad_arguments(data_dir):
             "synthetic_faces", "train", batch_size=8, data_dir=data_dir, source_dir="/tmp"
         )
     with pytest.raises(
-        ValueError, match=r"50 examples, 25 per shard over 2 shard\(s\): fewer than one batch of 32"
+        ValueError, match=r"50 examples: fewer than one global batch of 32 x 2 shard\(s\)"
     ):
         load(data_dir, "test", batch_size=32, shard_index=0, shard_count=2)
     with pytest.raises(ValueError, match="shard_index must be in"):

@@ -8,8 +8,9 @@
 
 How a batch flows: the dataset is prepared once as array_record (built on first use if absent,
 see `prepare`), read through `tfds.data_source` (no TensorFlow), and fed to a `grain.DataLoader`
-that shards the records by process (each process reads its own contiguous block of
-`floor(N / process_count)` records), shuffles them with a seed (a new order every epoch), maps
+that shuffles the records with a seed (a new order every epoch) and shards each *global* batch
+over the processes (`GlobalBatchSampler`: process p reads rows [p·b, (p+1)·b) of every global
+batch of P·b records, so the global batch is the same whatever the number of processes), maps
 each record to a uint8 image and raw attribute vector, batches with a fixed shape (the remainder
 is dropped, so a jitted step never recompiles), then converts the batch to float32 and encodes
 the attributes. Training repeats forever; evaluation makes one pass. With `worker_count > 0`
@@ -43,6 +44,7 @@ import dataclasses
 import gc
 import json
 import os
+import sys
 import weakref
 from typing import Any, Iterator, Mapping
 
@@ -354,7 +356,7 @@ class Loaded:
             `get_state()` / `set_state()` save and restore its position.
         attribute_names: the A attribute names, in column order.
         num_examples: examples in the split (all processes together).
-        num_examples_per_shard: examples this process reads per epoch.
+        num_examples_per_shard: examples this process reads per epoch (whole global batches).
         batches_per_epoch: full batches this process makes per epoch.
         loader: the underlying `grain.DataLoader`.
     """
@@ -380,6 +382,57 @@ class Loaded:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class GlobalBatchSampler:
+    """A grain sampler that splits every global batch over the shards (processes).
+
+    One global order of the records (shuffled with `seed`, a new order every epoch) is cut into
+    global batches of `shard_count * batch_size` records; shard p reads rows
+    [p * batch_size, (p + 1) * batch_size) of each. The global batches are therefore the same
+    whatever the number of shards: two processes with 4 examples each see exactly the batch of 8
+    that one process sees, in the same row order. (grain's own sharding gives each shard a block
+    of the records with its own shuffle, so the global batch would change with the process count.)
+
+    grain's `DataLoader` asks for sampler index `i * shard_count + shard_index` for the i-th record
+    of this shard; `__getitem__` maps that to the record's position in the global order.
+
+    With `worker_count > 0` grain batches within each worker process, so batches group the
+    shard's records differently (still disjoint across shards and covering the same records).
+    """
+
+    def __init__(self, num_records: int, batch_size: int, shard_options, *, shuffle: bool,
+                 num_epochs: int | None, seed: int):
+        self._num_records = num_records
+        self._batch_size = batch_size
+        self._shard_options = shard_options  # read by grain's DataLoader
+        self._shuffle, self._num_epochs, self._seed = shuffle, num_epochs, seed
+        self._global = grain.samplers.IndexSampler(
+            num_records=num_records, shard_options=grain.sharding.NoSharding(),
+            shuffle=shuffle, num_epochs=num_epochs, seed=seed)
+        global_batch = batch_size * shard_options.shard_count
+        # Whole global batches only, so that every shard makes the same number of batches.
+        self._max_index = (None if num_epochs is None
+                           else (num_records // global_batch) * global_batch * num_epochs)
+
+    def __len__(self) -> int:
+        return sys.maxsize if self._max_index is None else self._max_index
+
+    def __repr__(self) -> str:
+        return (f"GlobalBatchSampler(num_records={self._num_records}, "
+                f"batch_size={self._batch_size}, shard_options={self._shard_options!r}, "
+                f"shuffle={self._shuffle}, num_epochs={self._num_epochs}, seed={self._seed})")
+
+    def __getitem__(self, index: int):
+        if index < 0 or (self._max_index is not None and index >= self._max_index):
+            raise IndexError(f"Sampler index {index} out of range [0, {self._max_index}).")
+        shards = self._shard_options.shard_count
+        shard, local = index % shards, index // shards
+        batch, row = divmod(local, self._batch_size)
+        position = (batch * shards + shard) * self._batch_size + row
+        metadata = self._global[position]
+        return grain.RecordMetadata(index=index, record_key=metadata.record_key,
+                                    rng=metadata.rng)
 
 
 def _allow_worker_processes() -> None:
@@ -423,8 +476,8 @@ def load(
         worker_count: worker processes for reading and mapping (0: in this process).
         worker_buffer_size: batches each worker prepares ahead.
         shard_index, shard_count: this process's shard (default `jax.process_index()` and
-            `jax.process_count()`); each shard gets its own block of `floor(N / shard_count)`
-            records.
+            `jax.process_count()`); each shard reads its own `batch_size` rows of every global
+            batch of `batch_size * shard_count` records (`GlobalBatchSampler`).
         options: dataset builder options (see the module docstring).
 
     Returns:
@@ -456,13 +509,12 @@ def load(
             f"shard_index must be in [0, shard_count); got {shard_index} of {shard_count}."
         )
     num_examples = len(source)
-    per_shard = num_examples // shard_count
-    batches_per_epoch = per_shard // batch_size
+    batches_per_epoch = num_examples // (batch_size * shard_count)
+    per_shard = batches_per_epoch * batch_size
     if batches_per_epoch < 1:
         raise ValueError(
-            f"The {split!r} split of {name!r} has {num_examples} examples, {per_shard} per shard"
-            f" over {shard_count} shard(s): fewer than one batch of {batch_size}. Use a smaller"
-            " batch_size."
+            f"The {split!r} split of {name!r} has {num_examples} examples: fewer than one global "
+            f"batch of {batch_size} x {shard_count} shard(s). Use a smaller batch_size."
         )
     if shuffle is None:
         shuffle = split == "train"
@@ -473,14 +525,11 @@ def load(
             f"num_epochs must be a positive integer, None (forever) or 'auto'; got {num_epochs!r}."
         )
 
-    sampler = grain.samplers.IndexSampler(
-        num_records=num_examples,
-        shard_options=grain.sharding.ShardOptions(
-            shard_index=shard_index, shard_count=shard_count, drop_remainder=True
-        ),
-        shuffle=shuffle,
-        num_epochs=num_epochs,
-        seed=seed,
+    sampler = GlobalBatchSampler(
+        num_examples, batch_size,
+        grain.sharding.ShardOptions(shard_index=shard_index, shard_count=shard_count,
+                                    drop_remainder=True),
+        shuffle=shuffle, num_epochs=num_epochs, seed=seed,
     )
     if worker_count > 0:
         _allow_worker_processes()

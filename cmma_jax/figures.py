@@ -1,0 +1,702 @@
+"""Image grids written as PNG: samples, reconstructions, attribute grids, edits, traversals.
+
+Images are float arrays in [0, 1] of shape `[N, H, W, 3]` (or `[rows, cols, H, W, 3]`). Grids can
+carry row and column labels, drawn with Pillow's built-in font.
+
+The second half draws the papers' figures from trained models (`generate_figures`, the library of
+`launch/generate.py`):
+
+- Faces from attributes (CMMA paper, Figure 4): rows set two attributes on/off (Male with Asian on
+  LFW, Male with Pale_Skin on CelebA), columns switch one more attribute on at a time (no change,
+  mouth open, eyeglasses, bushy eyebrows, big nose, pointy nose, big lips); temperature 0; one
+  grid per model, side by side.
+- Changing a face's attributes (Figures 6-7): the CMMA's procedure of section 4.5.2 with erratum 8,
+  the CVAE's encode-with-old / decode-with-new; one row per switched attribute (big nose,
+  eyeglasses, moustache, big lips), and the removal of eyeglasses from faces that wear them.
+- The ladder model (MMD-VLAE paper): per-layer traversals (Figures 2-3) and face arithmetic
+  A - B + C (Figure 4).
+
+Attribute names are resolved per dataset (`FIGURE_DEFAULTS`); an unknown name is an error that
+lists the dataset's attributes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] (values outside are clipped) -> uint8 in [0, 255]."""
+    return np.round(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, num_cols: int | None = None, pad: int = 2,
+               background: int = 255) -> np.ndarray:
+    """Tiles images into one picture.
+
+    Args:
+      images: `[N, H, W, C]` in [0, 1], or `[rows, cols, H, W, C]` (then `num_cols` is `cols`).
+      num_cols: images per row for the `[N, ...]` form (default: about sqrt(N)).
+      pad: pixels between tiles.
+      background: grey level of the padding, 0-255.
+
+    Returns:
+      A uint8 array `[rows * (H + pad) + pad, cols * (W + pad) + pad, C]`.
+    """
+    images = np.asarray(images)
+    if images.ndim == 5:
+        rows, num_cols = images.shape[:2]
+        images = images.reshape((-1,) + images.shape[2:])
+    elif images.ndim == 4:
+        num_cols = num_cols or int(np.ceil(np.sqrt(len(images))))
+        rows = int(np.ceil(len(images) / num_cols))
+    else:
+        raise ValueError(f"image_grid takes [N, H, W, C] or [rows, cols, H, W, C] images, got "
+                         f"shape {images.shape}.")
+    n, h, w, c = images.shape
+    tiles = to_uint8(images)
+    grid = np.full((rows * (h + pad) + pad, num_cols * (w + pad) + pad, c), background, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, num_cols)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[top:top + h, left:left + w] = tiles[i]
+    return grid
+
+
+def _font():
+    return ImageFont.load_default()
+
+
+def labelled_grid(images: np.ndarray, row_labels: Sequence[str] | None = None,
+                  col_labels: Sequence[str] | None = None, pad: int = 2,
+                  title: str | None = None) -> Image.Image:
+    """A grid of `[rows, cols, H, W, 3]` images with row labels on the left and column labels on
+    top (and an optional title), as a Pillow image."""
+    images = np.asarray(images)
+    if images.ndim != 5:
+        raise ValueError(f"labelled_grid takes [rows, cols, H, W, 3] images, got {images.shape}.")
+    rows, cols = images.shape[:2]
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"{len(row_labels)} row labels for {rows} rows.")
+    if col_labels is not None and len(col_labels) != cols:
+        raise ValueError(f"{len(col_labels)} column labels for {cols} columns.")
+    grid = Image.fromarray(image_grid(images, pad=pad))
+    font = _font()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def text_size(text):
+        left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
+        return right - left, bottom - top
+
+    line_h = text_size("Ag")[1] + 4
+    left_w = (max(text_size(t)[0] for t in row_labels) + 8) if row_labels else 0
+    # Column labels may be wider than a tile: wrap them on '_' and spaces into several lines.
+    tile_w = images.shape[3] + pad
+    wrapped = [_wrap(t, tile_w, text_size) for t in col_labels] if col_labels else []
+    top_h = (max(len(w) for w in wrapped) * line_h + 4) if wrapped else 0
+    title_h = line_h + 4 if title else 0
+    canvas = Image.new("RGB", (left_w + grid.width, title_h + top_h + grid.height), "white")
+    canvas.paste(grid, (left_w, title_h + top_h))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 2), title, fill="black", font=font)
+    for j, lines in enumerate(wrapped):
+        for k, line in enumerate(lines):
+            draw.text((left_w + pad + j * tile_w, title_h + 2 + k * line_h), line, fill="black",
+                      font=font)
+    if row_labels:
+        tile_h = images.shape[2] + pad
+        for i, text in enumerate(row_labels):
+            y = title_h + top_h + pad + i * tile_h + (images.shape[2] - line_h) // 2
+            draw.text((4, y), text, fill="black", font=font)
+    return canvas
+
+
+def _wrap(text: str, width: int, text_size) -> list[str]:
+    words = text.replace("_", "_ ").split()
+    lines, current = [], ""
+    for word in words:
+        candidate = current + ("" if current.endswith("_") or not current else " ") + word
+        if current and text_size(candidate)[0] > width - 2:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    if current:
+        lines.append(current)
+    return lines or [""]
+
+
+def save_png(path: str, image: Image.Image | np.ndarray, colors: int | None = None) -> str:
+    """Writes a Pillow image or a uint8 array as PNG, creating the folder; returns the path.
+
+    With `colors` (2-256) the image is quantised to a palette of that many colours first, which
+    makes grids of faces several times smaller (for documentation).
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image))
+    if colors is not None:
+        image = image.convert("RGB").quantize(colors=int(colors), method=Image.Quantize.MEDIANCUT)
+    image.save(path, format="PNG", optimize=colors is not None)
+    return path
+
+
+# =============================================================================================
+# The papers' figures from trained models (`launch/generate.py`)
+#
+#   Faces from attributes (CMMA paper, Figure 4)     `faces_from_attributes_figure`
+#   Changing a face's attributes (Figures 6-7)       `edit_figure`, `removal_figure`
+#   Per-layer traversals (MMD-VLAE paper, Fig. 2-3)  `traversal_figure`
+#   Face arithmetic A - B + C (MMD-VLAE, Figure 4)   `arithmetic_figure`
+#
+# `generate_figures(workdirs, output_dir, settings)` makes all of them for a set of trained models.
+
+# Per dataset: the two row attributes of Figure 4, its columns (one attribute switched on at a
+# time), the attributes toggled in the edit figure (Figure 6), the one removed in Figure 7, and the
+# two attributes that pick face-arithmetic triples. LFW's are the paper's (Male, Asian); CelebA has
+# no 'Asian' (erratum 9) and uses Pale_Skin; synthetic_faces has CelebA's names.
+_CELEBA_FIGURES = dict(
+    rows=("Male", "Pale_Skin"),
+    columns=("Mouth_Slightly_Open", "Eyeglasses", "Bushy_Eyebrows", "Big_Nose", "Pointy_Nose",
+             "Big_Lips"),
+    edits=("Big_Nose", "Eyeglasses", "Mustache", "Big_Lips"),
+    remove="Eyeglasses",
+    arithmetic=("Male", "Pale_Skin"),
+)
+FIGURE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "celeba": _CELEBA_FIGURES,
+    "celeb_a": _CELEBA_FIGURES,
+    "synthetic_faces": _CELEBA_FIGURES,
+    "lfw": dict(_CELEBA_FIGURES, rows=("Male", "Asian")),
+}
+
+FIGURES = ("attributes", "edits", "removal", "traversals", "arithmetic")
+
+
+def figure_defaults(dataset: str) -> dict[str, Any]:
+    """The default attribute names of the figures for a dataset (`FIGURE_DEFAULTS`)."""
+    if dataset not in FIGURE_DEFAULTS:
+        raise ValueError(f"No figure defaults for dataset {dataset!r}; known: "
+                         f"{sorted(FIGURE_DEFAULTS)}. Pass the attribute names explicitly.")
+    return dict(FIGURE_DEFAULTS[dataset])
+
+
+def attribute_indices(requested: Sequence[str], available: Sequence[str],
+                      dataset: str = "the dataset") -> list[int]:
+    """The column of each requested attribute name.
+
+    Raises:
+      ValueError: naming the unknown names and listing the available ones.
+    """
+    available = list(available)
+    unknown = [n for n in requested if n not in available]
+    if unknown:
+        raise ValueError(f"Unknown attribute(s) {unknown} for {dataset}; its attributes are: "
+                         f"{', '.join(available)}.")
+    return [available.index(n) for n in requested]
+
+
+def on_off_values(raw_attributes: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """The values that mean "present" and "absent" for each attribute, in a model's encoding.
+
+    The mean encoded value over the faces where the attribute is present (raw value > 0) and
+    absent: 1 and 0 for "binary", +1 and -1 for "signed", typical positive and negative scores
+    for LFW's "raw" scores. Without any face on one side, the encoding's nominal value.
+
+    Args:
+      raw_attributes: `[N, A]` raw values of some faces of the dataset.
+      encoding: the model's attribute encoding.
+
+    Returns:
+      `(on, off)`, each `[A]` float32.
+    """
+    from cmma_jax.data import pipeline
+
+    raw = np.asarray(raw_attributes, np.float32)
+    encoded = pipeline.encode_attributes(raw, encoding)
+    present = raw > 0
+    nominal_on = pipeline.encode_attributes(np.ones((1, raw.shape[1]), np.float32), encoding)[0]
+    nominal_off = pipeline.encode_attributes(-np.ones((1, raw.shape[1]), np.float32), encoding)[0]
+    n_on, n_off = present.sum(0), (~present).sum(0)
+    on = np.where(n_on > 0, (encoded * present).sum(0) / np.maximum(n_on, 1), nominal_on)
+    off = np.where(n_off > 0, (encoded * ~present).sum(0) / np.maximum(n_off, 1), nominal_off)
+    return on.astype(np.float32), off.astype(np.float32)
+
+
+def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
+                          rows: Sequence[str], columns: Sequence[str], encoding: str,
+                          base: str = "mode", dataset: str = "the dataset"
+                          ) -> tuple[np.ndarray, list[str], list[str]]:
+    """The attribute vectors of Figure 4: rows set two attributes on/off, columns switch one more
+    attribute on at a time.
+
+    Rows, in the paper's order: (not r1, r2), (not r1, not r2), (r1, r2), (r1, not r2), e.g.
+    'Female Asian', 'Female Not-Asian', 'Male Asian', 'Male Not-Asian'. The other attributes of a
+    row (the paper does not say) come from `base`:
+      "mode": each attribute's most common value among the faces with the row's two values (all
+        faces if there are none): a typical face of that row;
+      "zeros": every other attribute absent;
+      "mean": the mean encoded value among the faces with the row's two values.
+    Column 0 is the row as it is ("no change"); column c sets `columns[c-1]` to present.
+
+    Args:
+      raw_attributes: `[N, A]` raw attributes of the faces the base is computed from.
+      names: the A attribute names.
+      rows: the two row attributes.
+      columns: the column attributes.
+      encoding: the model's attribute encoding.
+      base: "mode", "zeros" or "mean".
+      dataset: named in error messages.
+
+    Returns:
+      `(attributes [4, 1 + len(columns), A], row_labels, column_labels)`.
+    """
+    if len(rows) != 2:
+        raise ValueError(f"Figure 4 takes two row attributes, got {list(rows)}.")
+    if base not in ("mode", "zeros", "mean"):
+        raise ValueError(f"base must be 'mode', 'zeros' or 'mean', got {base!r}.")
+    from cmma_jax.data import pipeline
+
+    r1, r2 = attribute_indices(rows, names, dataset)
+    cols = attribute_indices(columns, names, dataset)
+    raw = np.asarray(raw_attributes, np.float32)
+    on, off = on_off_values(raw, encoding)
+    present = raw > 0
+    grid, row_labels = [], []
+    for v1, v2 in ((False, True), (False, False), (True, True), (True, False)):
+        mask = (present[:, r1] == v1) & (present[:, r2] == v2)
+        subset = raw[mask] if mask.any() else raw
+        if base == "mode":
+            row = np.where((subset > 0).mean(0) > 0.5, on, off)
+        elif base == "zeros":
+            row = off.copy()
+        else:
+            row = pipeline.encode_attributes(subset, encoding).mean(0)
+        row = np.asarray(row, np.float32)
+        row[r1] = on[r1] if v1 else off[r1]
+        row[r2] = on[r2] if v2 else off[r2]
+        cells = [row]
+        for c in cols:
+            switched = row.copy()
+            switched[c] = on[c]
+            cells.append(switched)
+        grid.append(np.stack(cells))
+        row_labels.append(f"{'' if v1 else 'not '}{rows[0]}, {'' if v2 else 'not '}{rows[1]}")
+    col_labels = ["no change"] + [f"+{c}" for c in columns]
+    return np.stack(grid), row_labels, col_labels
+
+
+def toggled_attributes(raw_attributes: np.ndarray, index: int, encoding: str,
+                       on: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """Each face's attributes (in `encoding`) with attribute `index` switched: present -> absent,
+    absent -> present. `[n, A]`."""
+    from cmma_jax.data import pipeline
+
+    raw = np.asarray(raw_attributes, np.float32)
+    out = pipeline.encode_attributes(raw, encoding).copy()
+    out[:, index] = np.where(raw[:, index] > 0, off[index], on[index])
+    return out
+
+
+def hstack_images(images: Sequence[Image.Image], gap: int = 12) -> Image.Image:
+    """Pillow images side by side on white, top-aligned."""
+    width = sum(im.width for im in images) + gap * (len(images) - 1)
+    height = max(im.height for im in images)
+    canvas = Image.new("RGB", (width, height), "white")
+    x = 0
+    for im in images:
+        canvas.paste(im, (x, 0))
+        x += im.width + gap
+    return canvas
+
+
+def _models_with(models, attribute: str):
+    return [m for m in models if hasattr(m.module, attribute)]
+
+
+def faces_from_attributes_figure(models, raw_attributes: np.ndarray, names: Sequence[str], *,
+                                 rows: Sequence[str], columns: Sequence[str], base: str = "mode",
+                                 temperature: float = 0.0, seed: int = 0,
+                                 dataset: str = "the dataset") -> Image.Image:
+    """Figure 4: one labelled grid per model (rows: two attributes on/off; columns: one more
+    attribute switched on), side by side.
+
+    Args:
+      models: `cmma_jax.evaluate.TrainedModel`s that can `sample`.
+      raw_attributes: `[N, A]` raw attributes of the faces the row bases come from.
+      names: the attribute names.
+      rows, columns, base: as `attribute_grid_inputs`.
+      temperature: the prior noise scale (0: the paper's "variance set to 0", means only).
+      seed: the noise seed (used when temperature > 0; the same noise in every cell).
+    """
+    panels = []
+    for m in _models_with(models, "sample"):
+        attrs, row_labels, col_labels = attribute_grid_inputs(
+            raw_attributes, names, rows, columns, m.encoding, base, dataset)
+        r, c, a = attrs.shape
+        sample = jax.jit(functools.partial(m.module.sample, config=m.config))
+        # One noise draw shared by all cells (batch of one, tiled), so that only the attributes
+        # change from cell to cell.
+        flat = jnp.asarray(attrs.reshape(r * c, a))
+        faces = jax.vmap(lambda y: sample(m.params, y[None], jax.random.key(seed),
+                                          temperature)[0])(flat)
+        panels.append(labelled_grid(np.asarray(faces).reshape(r, c, *faces.shape[1:]),
+                                    row_labels, col_labels,
+                                    title=f"{m.label}, T={temperature:g}"))
+    if not panels:
+        raise ValueError("No model that can generate faces from attributes.")
+    return hstack_images(panels)
+
+
+def edit_figure(models, images: np.ndarray, raw_attributes: np.ndarray, names: Sequence[str], *,
+                edits: Sequence[str], face_labels: Sequence[str],
+                on_off_from: np.ndarray | None = None,
+                dataset: str = "the dataset") -> Image.Image:
+    """Figure 6: changing the attributes of existing faces, one grid per model with `edit`.
+
+    Rows: the faces, "no change" (the edit with the faces' own attributes: a reconstruction),
+    then one row per attribute in `edits`, switched relative to each face's own value (a face with
+    glasses loses them, one without gets them). Columns: the faces. The CMMA edits with
+    z = h_μ(x) + f_μ(y_new) - f_μ(y_orig), image g_μ(z) (section 4.5.2, erratum 8); the CVAE
+    encodes with the old attributes and decodes with the new; means throughout.
+
+    Args:
+      models: `TrainedModel`s; those without `edit` (the CGAN) are left out.
+      images: `[n, 64, 64, 3]` faces.
+      raw_attributes: `[n, A]` their raw attributes.
+      names: the attribute names.
+      edits: the attributes to switch.
+      face_labels: n column labels.
+      on_off_from: `[N, A]` raw attributes the on/off values come from (default: the faces').
+    """
+    idx = attribute_indices(edits, names, dataset)
+    raw = np.asarray(raw_attributes, np.float32)
+    panels = []
+    for m in _models_with(models, "edit"):
+        if m.name == "vlae" and not m.config.model.get("conditional", True):
+            continue
+        from cmma_jax.data import pipeline
+
+        on, off = on_off_values(raw if on_off_from is None else on_off_from, m.encoding)
+        edit = jax.jit(functools.partial(m.module.edit, config=m.config))
+        y = pipeline.encode_attributes(raw, m.encoding)
+        rows = [np.asarray(images), np.asarray(edit(m.params, images, y, y))]
+        labels = ["original", "no change"]
+        for i, name in zip(idx, edits):
+            rows.append(np.asarray(edit(m.params, images, y,
+                                        toggled_attributes(raw, i, m.encoding, on, off))))
+            labels.append(f"switch {name}")
+        panels.append(labelled_grid(np.stack(rows), labels, list(face_labels), title=m.label))
+    if not panels:
+        raise ValueError("No model that can edit faces (cmma, cvae or a conditional vlae).")
+    return hstack_images(panels)
+
+
+def removal_figure(models, images: np.ndarray, raw_attributes: np.ndarray, names: Sequence[str],
+                   *, attribute: str, face_labels: Sequence[str],
+                   on_off_from: np.ndarray | None = None,
+                   dataset: str = "the dataset") -> Image.Image:
+    """Figure 7: one attribute removed from faces that have it (e.g. spectacles), one row per
+    model with `edit`, under the original faces."""
+    (i,) = attribute_indices([attribute], names, dataset)
+    raw = np.asarray(raw_attributes, np.float32)
+    if not np.all(raw[:, i] > 0):
+        raise ValueError(f"removal_figure: every face must have {attribute}.")
+    rows, labels = [np.asarray(images)], ["original"]
+    from cmma_jax.data import pipeline
+
+    for m in _models_with(models, "edit"):
+        if m.name == "vlae" and not m.config.model.get("conditional", True):
+            continue
+        on, off = on_off_values(raw if on_off_from is None else on_off_from, m.encoding)
+        edit = jax.jit(functools.partial(m.module.edit, config=m.config))
+        y = pipeline.encode_attributes(raw, m.encoding)
+        rows.append(np.asarray(edit(m.params, images, y,
+                                    toggled_attributes(raw, i, m.encoding, on, off))))
+        labels.append(f"{m.name}: without {attribute}")
+    if len(rows) == 1:
+        raise ValueError("No model that can edit faces (cmma, cvae or a conditional vlae).")
+    return labelled_grid(np.stack(rows), labels, list(face_labels),
+                         title=f"Removing {attribute}")
+
+
+def most_varied_dimensions(means: Sequence[np.ndarray]) -> list[int]:
+    """For each latent layer (a list of `[N, d_l]` posterior means), the dimension whose mean
+    varies most over the faces: the one the traversal moves by default."""
+    return [int(np.argmax(np.var(np.asarray(mu), axis=0))) for mu in means]
+
+
+def traversal_figure(model, images: np.ndarray, attributes: np.ndarray, *,
+                     values: Sequence[float], dims: Sequence[int], face_labels: Sequence[str]
+                     ) -> Image.Image:
+    """Per-layer traversals of a ladder model (MMD-VLAE paper, Figures 2-3).
+
+    For each layer l and each face, one row: the face's posterior means in every layer, except
+    dimension `dims[l]` of layer l, which takes each of `values` (the columns; the paper sweeps
+    [-3, 3], the prior's bulk).
+
+    Args:
+      model: a `TrainedModel` of the vlae.
+      images: `[n, 64, 64, 3]` faces; attributes: `[n, A]` in the model's encoding.
+      values: the values of the moving coordinate.
+      dims: one dimension per layer.
+      face_labels: n labels ("face 12").
+    """
+    vlae = model.module
+    means, _ = vlae.encode(model.params, images, attributes, config=model.config)
+    means = [np.asarray(mu) for mu in means]
+    if len(dims) != len(means):
+        raise ValueError(f"traversal dims: one per layer ({len(means)}), got {list(dims)}.")
+    decode = jax.jit(functools.partial(vlae.decode_latents, config=model.config))
+    n, v = images.shape[0], len(values)
+    rows, labels = [], []
+    for layer, (mu, d) in enumerate(zip(means, dims)):
+        if not 0 <= d < mu.shape[1]:
+            raise ValueError(f"Layer {layer + 1} has {mu.shape[1]} dimensions; got dim {d}.")
+        latents = [np.repeat(z[:, None], v, axis=1).reshape(n * v, -1) for z in means]
+        moved = latents[layer].reshape(n, v, -1).copy()
+        moved[:, :, d] = np.asarray(values, np.float32)[None, :]
+        latents[layer] = moved.reshape(n * v, -1)
+        y = np.repeat(np.asarray(attributes)[:, None], v, axis=1).reshape(n * v, -1)
+        out = np.asarray(decode(model.params, latents, y)).reshape(n, v, *images.shape[1:])
+        rows.extend(out)
+        labels.extend(f"z{layer + 1}[{d}], {f}" for f in face_labels)
+    return labelled_grid(np.stack(rows), labels, [f"{x:+.1f}" for x in values],
+                         title=f"{model.label}: one layer's coordinate swept, the rest fixed")
+
+
+def arithmetic_figure(model, triples: Sequence[tuple[int, int, int]], images: np.ndarray,
+                      attributes: np.ndarray, *, column_labels: Sequence[str]) -> Image.Image:
+    """Face arithmetic A - B + C in every layer's latent space (MMD-VLAE paper, Figure 4).
+
+    Args:
+      model: a `TrainedModel` of the vlae.
+      triples: (a, b, c) indices into `images`, one row each.
+      images: `[N, 64, 64, 3]` faces; attributes: `[N, A]` in the model's encoding.
+      column_labels: 4 labels (A, B, C, result).
+    """
+    a, b, c = (np.asarray(t) for t in zip(*triples))
+    result = model.module.face_arithmetic(model.params, images[a], images[b], images[c],
+                                          attributes[a], attributes[b], attributes[c],
+                                          config=model.config)
+    grid = np.stack([images[a], images[b], images[c], np.asarray(result)], axis=1)
+    return labelled_grid(grid, [f"{i}, {j}, {k}" for i, j, k in triples], list(column_labels),
+                         title=f"{model.label}: A - B + C")
+
+
+def arithmetic_triples(raw_attributes: np.ndarray, names: Sequence[str],
+                       attributes: Sequence[str], count: int,
+                       dataset: str = "the dataset") -> list[tuple[int, int, int]]:
+    """Face-arithmetic triples from the attributes, after the paper's example ("men with pale skin
+    - men with dark skin + women with dark skin = women with pale skin"): A has both attributes, B
+    the first only, C neither; the result should have the second only.
+
+    Raises:
+      ValueError: if a group has no face.
+    """
+    i, j = attribute_indices(attributes, names, dataset)
+    present = np.asarray(raw_attributes) > 0
+    groups = [np.flatnonzero(present[:, i] & present[:, j]),
+              np.flatnonzero(present[:, i] & ~present[:, j]),
+              np.flatnonzero(~present[:, i] & ~present[:, j])]
+    what = [f"{attributes[0]} and {attributes[1]}", f"{attributes[0]} without {attributes[1]}",
+            f"neither {attributes[0]} nor {attributes[1]}"]
+    for g, w in zip(groups, what):
+        if len(g) == 0:
+            raise ValueError(f"No face with {w} among the {len(present)} faces read; pass "
+                             "explicit triples (--arithmetic_faces=a,b,c) or other attributes.")
+    n = min(count, *(len(g) for g in groups))
+    return [(int(groups[0][k]), int(groups[1][k]), int(groups[2][k])) for k in range(n)]
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSettings:
+    """What `generate_figures` draws. Attribute names left as None take the dataset's defaults
+    (`FIGURE_DEFAULTS`).
+
+    Attributes:
+      figures: any of `FIGURES`; a figure no model can make is skipped (and said so).
+      split: the faces and attributes the figures start from.
+      pool_size: faces of the split read (for the row bases, the faces with an attribute, the
+        arithmetic triples).
+      faces: indices into the split of the faces to edit and traverse (None: the first
+        `num_faces`).
+      num_faces: faces per edit/traversal figure when `faces` is None.
+      rows, columns, base: Figure 4 (`attribute_grid_inputs`).
+      temperature: Figure 4's noise scale (0: means only, as in the paper).
+      edits: attributes switched in Figure 6.
+      remove: the attribute removed in Figure 7.
+      traverse_values: (low, high, count) of the swept coordinate.
+      traverse_dims: one dimension per ladder layer (None: the most varied, `most_varied_dimensions`).
+      arithmetic: the two attributes that pick the triples (`arithmetic_triples`).
+      arithmetic_faces: explicit (a, b, c) triples of split indices (overrides `arithmetic`).
+      num_triples: rows of the arithmetic figure.
+      seed: noise seed.
+      data_dir, source_dir: overrides of where the data is.
+      png_colors: quantise the PNGs to this many colours (smaller files; None: full colour).
+    """
+
+    figures: tuple[str, ...] = FIGURES
+    split: str = "test"
+    pool_size: int = 500
+    faces: tuple[int, ...] | None = None
+    num_faces: int = 6
+    rows: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    base: str = "mode"
+    temperature: float = 0.0
+    edits: tuple[str, ...] | None = None
+    remove: str | None = None
+    traverse_values: tuple[float, float, int] = (-3.0, 3.0, 7)
+    traverse_dims: tuple[int, ...] | None = None
+    arithmetic: tuple[str, ...] | None = None
+    arithmetic_faces: tuple[tuple[int, int, int], ...] | None = None
+    num_triples: int = 4
+    seed: int = 0
+    data_dir: str | None = None
+    source_dir: str | None = None
+    png_colors: int | None = None
+
+    def __post_init__(self):
+        unknown = sorted(set(self.figures) - set(FIGURES))
+        if unknown:
+            raise ValueError(f"Unknown figure(s) {unknown}; choose from {FIGURES}.")
+
+
+def generate_figures(workdirs: Sequence[str], output_dir: str,
+                     settings: FigureSettings | None = None,
+                     log: Callable[[str], None] = print) -> dict[str, str]:
+    """Draws the papers' figures for trained models and writes them as PNG files.
+
+    Files (in `output_dir`): `faces_from_attributes.png` (Figure 4, every model that samples, side
+    by side), `edits.png` (Figure 6, every model that edits), `remove_<attribute>.png` (Figure 7),
+    and for each ladder model `traversals_<name>.png` and `arithmetic_<name>.png` (<name>: the
+    workdir's folder name).
+
+    Args:
+      workdirs: training workdirs, all of one dataset.
+      output_dir: where the PNGs go.
+      settings: `FigureSettings`.
+      log: called with one line per figure written or skipped.
+
+    Returns:
+      `{figure name: path}` of the files written.
+
+    Raises:
+      ValueError: for an unknown attribute name (the message lists the dataset's attributes),
+        models of different datasets, or face indices outside the faces read.
+    """
+    from cmma_jax import evaluate
+    from cmma_jax.data import pipeline
+
+    settings = settings or FigureSettings()
+    if not workdirs:
+        raise ValueError("No workdirs to draw figures from.")
+    # The names are checked before any model is loaded: a typo fails at once.
+    first_config, names = evaluate.read_workdir(workdirs[0])
+    dataset = first_config.data.name
+    defaults = figure_defaults(dataset) if dataset in FIGURE_DEFAULTS else {}
+
+    def pick(field):
+        value = getattr(settings, field)
+        if value is None:
+            if field not in defaults:
+                raise ValueError(f"No default {field} for {dataset!r}: set it explicitly.")
+            value = defaults[field]
+        return value
+
+    # Check every attribute name before any work.
+    rows, columns, edits = tuple(pick("rows")), tuple(pick("columns")), tuple(pick("edits"))
+    remove, arithmetic = pick("remove"), tuple(pick("arithmetic"))
+    label = f"dataset {dataset!r}"
+    attribute_indices(list(rows) + list(columns) + list(edits) + [remove] + list(arithmetic),
+                      names, label)
+    models = [evaluate.load_model(w) for w in workdirs]
+    data_config = evaluate.data_config_for(models, data_dir=settings.data_dir,
+                                           source_dir=settings.source_dir)
+
+    needed = settings.pool_size
+    if settings.faces:
+        needed = max(needed, max(settings.faces) + 1)
+    if settings.arithmetic_faces:
+        needed = max(needed, max(max(t) for t in settings.arithmetic_faces) + 1)
+    reader = evaluate.SplitReader(data_config, settings.split, batch_size=64, limit=needed)
+    chunks = list(reader)
+    images = np.concatenate([c.images[: c.num_valid] for c in chunks])
+    raw = np.concatenate([c.raw_attributes[: c.num_valid] for c in chunks])
+    faces = list(settings.faces) if settings.faces else list(range(min(settings.num_faces,
+                                                                           len(images))))
+    bad = [f for f in faces if not 0 <= f < len(images)]
+    if bad:
+        raise ValueError(f"Face indices {bad} are outside the {len(images)} faces of the "
+                         f"{settings.split!r} split.")
+    face_labels = [f"face {f}" for f in faces]
+    os.makedirs(output_dir, exist_ok=True)
+    written: dict[str, str] = {}
+
+    def save(name, image):
+        written[name] = save_png(os.path.join(output_dir, f"{name}.png"), image,
+                                 colors=settings.png_colors)
+        log(f"wrote {written[name]}")
+
+    if "attributes" in settings.figures:
+        save("faces_from_attributes", faces_from_attributes_figure(
+            models, raw, names, rows=rows, columns=columns, base=settings.base,
+            temperature=settings.temperature, seed=settings.seed, dataset=label))
+    editors = [m for m in _models_with(models, "edit")
+               if m.name != "vlae" or m.config.model.get("conditional", True)]
+    if "edits" in settings.figures:
+        if editors:
+            save("edits", edit_figure(editors, images[faces], raw[faces], names, edits=edits,
+                                      face_labels=face_labels, on_off_from=raw, dataset=label))
+        else:
+            log("skipped edits: no model that can edit faces (cmma, cvae)")
+    if "removal" in settings.figures:
+        (r,) = attribute_indices([remove], names, label)
+        with_attribute = np.flatnonzero(raw[:, r] > 0)[: len(faces)]
+        if not editors:
+            log("skipped removal: no model that can edit faces (cmma, cvae)")
+        elif len(with_attribute) == 0:
+            log(f"skipped removal: no face with {remove} among the {len(raw)} faces read")
+        else:
+            save(f"remove_{remove}", removal_figure(
+                editors, images[with_attribute], raw[with_attribute], names, attribute=remove,
+                face_labels=[f"face {f}" for f in with_attribute], on_off_from=raw,
+                dataset=label))
+    ladders = [m for m in models if m.name == "vlae"]
+    if ("traversals" in settings.figures or "arithmetic" in settings.figures) and not ladders:
+        log("skipped traversals and arithmetic: no ladder model (vlae) among the workdirs")
+    for m in ladders:
+        tag = os.path.basename(os.path.normpath(m.workdir))
+        y_all = pipeline.encode_attributes(raw, m.encoding)
+        if "traversals" in settings.figures:
+            if settings.traverse_dims is not None:
+                dims = list(settings.traverse_dims)
+            else:
+                means, _ = m.module.encode(m.params, images[:256], y_all[:256], config=m.config)
+                dims = most_varied_dimensions(means)
+            low, high, count = settings.traverse_values
+            values = np.linspace(float(low), float(high), int(count))
+            save(f"traversals_{tag}", traversal_figure(
+                m, images[faces[:3]], y_all[faces[:3]], values=values, dims=dims,
+                face_labels=face_labels[:3]))
+        if "arithmetic" in settings.figures:
+            if settings.arithmetic_faces:
+                triples = [tuple(int(i) for i in t) for t in settings.arithmetic_faces]
+                labels = ["A", "B", "C", "A - B + C"]
+            else:
+                triples = arithmetic_triples(raw, names, arithmetic, settings.num_triples, label)
+                a1, a2 = arithmetic
+                labels = [f"A: {a1}, {a2}", f"B: {a1}", f"C: neither", f"A-B+C"]
+            save(f"arithmetic_{tag}", arithmetic_figure(m, triples, images, y_all,
+                                                        column_labels=labels))
+    return written

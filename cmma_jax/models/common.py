@@ -1,0 +1,291 @@
+"""Helpers shared by the model modules: optimizers, train states, norms, config look-ups.
+
+Nothing here knows about a particular model. The model modules (`cmma`, `cvae`, `cgan`, `vlae`)
+implement the model contract of DESIGN.md on top of these.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from cmma_jax import nets
+
+Array = jax.Array
+PyTree = Any
+
+# Flax's TrainState (step, apply_fn, params, tx, opt_state) is the state of the single-network
+# models; `create_train_state` makes its step an int32 array so the pytree's types never change.
+TrainState = train_state.TrainState
+
+
+def learning_rate_schedule(
+    learning_rate: float, warmup_steps: Optional[int] = None
+) -> optax.Schedule | float:
+    """A constant learning rate, after an optional linear warm-up from 0 over `warmup_steps`."""
+    if not warmup_steps:
+        return learning_rate
+    return optax.linear_schedule(0.0, learning_rate, int(warmup_steps))
+
+
+def make_optimizer(
+    optimizer_config: Mapping[str, Any], learning_rate: Optional[float] = None
+) -> optax.GradientTransformation:
+    """Adam from a config's `optimizer` section.
+
+    Args:
+      optimizer_config: with `learning_rate`, `b1`, `b2`, optional `eps` (default 1e-8), optional
+        `grad_clip_norm` (None or 0: no clipping; otherwise gradients are clipped to this global
+        norm before Adam) and optional `warmup_steps` (linear warm-up of the learning rate).
+      learning_rate: overrides `optimizer_config.learning_rate` (the CGAN's two rates).
+
+    Returns:
+      An optax transformation. Its state has the dtype of the parameters (float32 here).
+    """
+    name = optimizer_config.get("name", "adam")
+    if name != "adam":
+        raise ValueError(f"Only the adam optimizer is supported, got {name!r}.")
+    lr = optimizer_config["learning_rate"] if learning_rate is None else learning_rate
+    adam = optax.adam(
+        learning_rate_schedule(lr, optimizer_config.get("warmup_steps", None)),
+        b1=optimizer_config["b1"],
+        b2=optimizer_config["b2"],
+        eps=optimizer_config.get("eps", 1e-8) or 1e-8,
+    )
+    clip = optimizer_config.get("grad_clip_norm", None)
+    if clip:
+        return optax.chain(optax.clip_by_global_norm(clip), adam)
+    return adam
+
+
+# flax's lecun_normal: a normal truncated to ±2 standard deviations, rescaled to unit variance.
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+def init_params(model, key: Array, *args, method=None, **kwargs) -> PyTree:
+    """The parameters of `model`, distributed as `model.init` would draw them, in ONE random draw.
+
+    Every network in `cmma_jax.nets` initialises its parameters named "kernel" with flax's
+    `lecun_normal` (truncated normal, variance 1/fan_in, fan_in = the product of all but the last
+    axis) and those named "bias" with zeros. `model.init` draws each kernel with its own key, and
+    on CPU XLA spends ~0.5 s compiling each of those draws (threefry), i.e. 10+ s for a model. This
+    function takes the shapes from `jax.eval_shape(model.init, ...)` (no compilation) and fills all
+    the kernels from one truncated-normal draw: the same distributions, other numbers.
+
+    Args:
+      model: a flax linen module built from `cmma_jax.nets`.
+      key: a `jax.random` key.
+      *args, method, **kwargs: as for `model.init`.
+
+    Returns:
+      The "params" collection (float32).
+
+    Raises:
+      ValueError: for a parameter that is neither a "kernel" nor a "bias", or another collection.
+    """
+    abstract = jax.eval_shape(
+        lambda k: model.init({"params": k}, *args, method=method, **kwargs), key)
+    if set(abstract) != {"params"}:
+        raise ValueError(f"init_params handles the 'params' collection only, got {set(abstract)}.")
+    paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract["params"])
+    names = [str(getattr(path[-1], "key", path[-1])) for path, _ in paths_and_leaves]
+    for name, (path, _) in zip(names, paths_and_leaves):
+        if name not in ("kernel", "bias"):
+            raise ValueError(f"init_params: no initialiser known for parameter {path}.")
+    sizes = [math.prod(leaf.shape) if name == "kernel" else 0
+             for name, (_, leaf) in zip(names, paths_and_leaves)]
+    flat = jax.random.truncated_normal(key, -2.0, 2.0, (max(sum(sizes), 1),), jnp.float32)
+    leaves, offset = [], 0
+    for name, size, (_, leaf) in zip(names, sizes, paths_and_leaves):
+        if name == "bias":
+            leaves.append(jnp.zeros(leaf.shape, jnp.float32))
+            continue
+        fan_in = math.prod(leaf.shape[:-1])
+        std = 1.0 / math.sqrt(fan_in) / _TRUNCATED_NORMAL_STD
+        leaves.append(flat[offset:offset + size].reshape(leaf.shape) * std)
+        offset += size
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def create_train_state(
+    apply_fn: Callable[..., Any], params: PyTree, tx: optax.GradientTransformation
+) -> TrainState:
+    """A flax `TrainState` with an int32 scalar `step` and float32 parameters."""
+    params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
+    state = TrainState.create(apply_fn=apply_fn, params=params, tx=tx)
+    return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def global_norm(tree: PyTree) -> Array:
+    """The L2 norm of all the leaves of a pytree, float32."""
+    return optax.tree.norm(jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), tree))
+
+
+def f32_metrics(metrics: Mapping[str, Array]) -> dict[str, Array]:
+    """A flat dict of float32 scalars (left on the device)."""
+    return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+
+def model_dtype(config) -> Any:
+    """The computation dtype of `config.model.dtype`."""
+    return nets.compute_dtype(config.model.get("dtype", "float32"))
+
+
+def optional_range(value) -> Optional[tuple[float, float]]:
+    """A config's (low, high) range as a tuple of floats, or None."""
+    if value is None:
+        return None
+    low, high = (float(v) for v in value)
+    if not low < high:
+        raise ValueError(f"A log-variance range needs low < high, got {tuple(value)}.")
+    return (low, high)
+
+
+def example_inputs(example_batch: Mapping[str, Any]) -> tuple[Array, Array]:
+    """(image, attributes) of an example batch as float32 arrays, for `init`."""
+    image = jnp.asarray(example_batch["image"], jnp.float32)
+    attributes = jnp.asarray(example_batch["attributes"], jnp.float32)
+    if image.ndim != 4 or attributes.ndim != 2 or image.shape[0] != attributes.shape[0]:
+        raise ValueError(f"Expected image [B, 64, 64, 3] and attributes [B, A], got "
+                         f"{image.shape} and {attributes.shape}.")
+    return image, attributes
+
+
+def batch_inputs(batch: Mapping[str, Any]) -> tuple[Array, Array]:
+    """(image, attributes) of a batch as float32 arrays."""
+    return example_inputs(batch)
+
+
+@flax.struct.dataclass
+class GaussianVAEOutput:
+    """What the forward pass of a Gaussian latent-variable model returns.
+
+    Attributes:
+      posterior_mean, posterior_log_var: q(z | x, y), each `[B, J]`.
+      prior_mean, prior_log_var: p(z | y) (CMMA) or N(0, I) (CVAE), each `[B, J]`.
+      image_mean, image_log_var: p(x | z, ...) at z = the posterior mean, each `[B, 64, 64, 3]`.
+    """
+
+    posterior_mean: Array
+    posterior_log_var: Array
+    prior_mean: Array
+    prior_log_var: Array
+    image_mean: Array
+    image_log_var: Array
+
+
+# ---------------------------------------------------------------------------------------------
+# pmap: the same step as on one device
+#
+# Under `jax.pmap` (the trainer's optional parallelism, `axis_name` set) each device holds B/n
+# examples and the same step key. So that a pmapped step computes exactly what one device computes
+# on the global batch (same noise for every example, batch statistics such as the VLAE's MMD over
+# the global batch), the models draw noise for the global batch and keep their own rows, and
+# compute batch-level objectives on all-gathered arrays. Without `axis_name` (jit, on one device
+# or over a mesh, where JAX partitions a global computation) these helpers do nothing.
+
+
+def gather_rows(tree: PyTree, axis_name: Optional[str]) -> PyTree:
+    """The global batch: `[B/n, ...]` on each device -> `[B, ...]` (device order) under pmap."""
+    if axis_name is None:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda a: jax.lax.all_gather(a, axis_name, axis=0, tiled=True), tree)
+
+
+def own_rows(tree: PyTree, local_size: int, axis_name: Optional[str]) -> PyTree:
+    """This device's `local_size` rows of global-batch arrays (the inverse of `gather_rows`)."""
+    if axis_name is None:
+        return tree
+    start = jax.lax.axis_index(axis_name) * local_size
+    return jax.tree_util.tree_map(
+        lambda a: jax.lax.dynamic_slice_in_dim(a, start, local_size, axis=0), tree)
+
+
+def batch_normal(key: Array, shape: tuple[int, ...], axis_name: Optional[str]) -> Array:
+    """Standard normals of `shape` = (local batch, ...), float32: under pmap, this device's rows of
+    one draw for the global batch, so every example gets the noise a single device would draw."""
+    if axis_name is None:
+        return jax.random.normal(key, shape, jnp.float32)
+    n = jax.lax.axis_size(axis_name)
+    full = jax.random.normal(key, (n * shape[0],) + tuple(shape[1:]), jnp.float32)
+    return own_rows(full, shape[0], axis_name)
+
+
+def globalize(fn: Callable[..., Any], local_size: int, axis_name: Optional[str]):
+    """`fn` (a network on a local batch) as a function of global-batch arrays under pmap: it runs
+    on this device's rows and all-gathers the outputs. Every device then sees the global outputs,
+    and the gradient flows back to each device's own rows (all_gather's transpose is a
+    reduce-scatter)."""
+    if axis_name is None:
+        return fn
+
+    def wrapped(*args):
+        return gather_rows(fn(*own_rows(args, local_size, axis_name)), axis_name)
+
+    return wrapped
+
+
+def cross_device_mean(tree: PyTree, axis_name: Optional[str]) -> PyTree:
+    """`lax.pmean` over `axis_name` under `pmap`; the identity when `axis_name` is None."""
+    if axis_name is None:
+        return tree
+    return jax.lax.pmean(tree, axis_name)
+
+
+def cross_device_mean(tree: PyTree, axis_name: Optional[str]) -> PyTree:
+    """`lax.pmean` over `axis_name` under `pmap`; the identity when `axis_name` is None."""
+    if axis_name is None:
+        return tree
+    return jax.lax.pmean(tree, axis_name)
+
+
+def elbo_train_step(
+    state: TrainState,
+    batch: Mapping[str, Array],
+    key: Array,
+    *,
+    bound_fn: Callable[[PyTree, Mapping[str, Array], Array], Any],
+    axis_name: Optional[str] = None,
+) -> tuple[TrainState, dict[str, Array]]:
+    """One Adam step on the negative conditional bound, averaged over the batch.
+
+    loss = mean_b [ -elbo_b ], with elbo_b the per-example bound in nats (a sum over the pixels and
+    the latent units: never a per-pixel mean, which would rescale the KL's weight).
+
+    Args:
+      state: a `TrainState`.
+      batch: `{"image": [B, 64, 64, 3], "attributes": [B, A]}`.
+      key: the per-step key.
+      bound_fn: `bound_fn(params, batch, key) -> losses.ElboTerms` (per example).
+      axis_name: the `pmap` axis, or None (jit, any mesh). Under `pmap`, `bound_fn` must take an
+        `axis_name` keyword and return the terms of the global batch (see `globalize`); the
+        gradients are averaged over the devices, which makes them those of the global loss.
+
+    Returns:
+      The new state and the metrics: "loss", "elbo", "log_likelihood", "kl" (batch means),
+      "grad_norm" (before clipping) and "param_norm" (of the parameters the loss was computed at).
+    """
+
+    def loss_fn(params):
+        terms = bound_fn(params, batch, key, axis_name=axis_name)
+        return -jnp.mean(terms.elbo), terms
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = cross_device_mean(grads, axis_name)
+    metrics = {
+        "loss": loss,
+        "elbo": jnp.mean(terms.elbo),
+        "log_likelihood": jnp.mean(terms.log_likelihood),
+        "kl": jnp.mean(terms.kl),
+        "grad_norm": global_norm(grads),
+        "param_norm": global_norm(state.params),
+    }
+    metrics = cross_device_mean(metrics, axis_name)
+    return state.apply_gradients(grads=grads), f32_metrics(metrics)

@@ -1,0 +1,112 @@
+"""`launch/train.py` end to end, as a user runs it: outputs, resuming, and a hard kill."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from cmma_jax import train
+
+from conftest import TINY_DATA_OPTIONS
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _command(workdir, data_dir, *extra):
+    options = [f"--config.data.options.{k}={v}" for k, v in TINY_DATA_OPTIONS.items()]
+    return [sys.executable, str(REPO / "launch" / "train.py"), "--model", "cmma",
+            "--preset=tiny", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+            *options, "--config.training.batch_size=8", "--config.training.log_every=2",
+            *extra]
+
+
+def _env():
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _run(cmd, timeout=300):
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(),
+                            cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _final_params(workdir):
+    _, _, state = train.load_trained(str(workdir))
+    return jax.tree_util.tree_leaves(jax.device_get(state.params)), int(state.step)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_data_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cli")
+    result = _run(_command(workdir, tiny_data_dir, "--config.training.num_steps=8",
+                           "--config.training.checkpoint_every=4"))
+    return workdir, result
+
+
+def test_cli_trains_and_writes_its_outputs(cli_run):
+    workdir, result = cli_run
+    assert "outputs in" in result.stdout and "step 8/8" in result.stdout
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "8"]
+    assert (workdir / "metrics.jsonl").exists()
+    assert any(p.suffix == ".png" for p in (workdir / "samples").iterdir())
+
+
+def test_cli_second_invocation_resumes(cli_run, tiny_data_dir):
+    workdir, _ = cli_run
+    result = _run(_command(workdir, tiny_data_dir, "--config.training.num_steps=10",
+                           "--config.training.checkpoint_every=4"))
+    # It starts from step 8, not from 0.
+    assert "step 10/10" in result.stdout and "step 2/10" not in result.stdout
+    steps = [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl")]
+    assert steps == [2, 4, 6, 8, 10]
+    assert _final_params(workdir)[1] == 10
+
+
+def test_cli_killed_mid_run_and_restarted_ends_like_an_uninterrupted_run(cli_run, tiny_data_dir,
+                                                                         tmp_path):
+    reference, _ = cli_run
+    ref_params, ref_step = _final_params_at(reference, 8)
+    cmd = _command(tmp_path, tiny_data_dir, "--config.training.num_steps=8",
+                   "--config.training.checkpoint_every=2")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_env(), cwd=REPO)
+    deadline = time.time() + 240
+    try:
+        while not (tmp_path / "checkpoints" / "4").exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "no checkpoint within the time limit"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    _run(cmd)
+    params, step = _final_params(tmp_path)
+    assert step == ref_step == 8
+    for a, b in zip(params, ref_params, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _final_params_at(workdir, step):
+    _, _, state = train.load_trained(str(workdir), step=step)
+    return jax.tree_util.tree_leaves(jax.device_get(state.params)), int(state.step)
+
+
+def test_cli_rejects_a_config_for_another_model(tiny_data_dir, tmp_path):
+    cmd = _command(tmp_path, tiny_data_dir)
+    cmd[cmd.index("--model") + 1] = "vlae"
+    # A config file comes before its overrides on the command line.
+    cmd.insert(cmd.index("--model") + 2, f"--config={REPO / 'cmma_jax' / 'configs' / 'cvae.py'}")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(),
+                            cwd=REPO)
+    assert result.returncode != 0
+    assert "--model=vlae but the config file is for 'cvae'" in result.stderr

@@ -1,0 +1,139 @@
+"""Tests of the generic trainer (cmma_jax.train) on the tiny preset and a small synthetic dataset:
+outputs, exact resumption, the compile guard, non-finite stops and config errors."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from cmma_jax import parallel, train
+from cmma_jax.configs import cmma as cmma_config
+from cmma_jax.models import MODELS
+
+from conftest import TINY_DATA_OPTIONS
+
+
+def tiny_config(data_dir, model="cmma", **training):
+    from cmma_jax import configs
+
+    config = configs.CONFIGS[model].get_config("tiny")
+    config.data.data_dir = data_dir
+    config.data.options = dict(TINY_DATA_OPTIONS)
+    config.training.batch_size = 8
+    config.training.num_steps = 8
+    config.training.log_every = 2
+    config.training.checkpoint_every = 4
+    config.training.sample_every = 4
+    config.training.update(training)
+    return config
+
+
+def _params(state):
+    return jax.tree_util.tree_leaves(jax.device_get(state.params))
+
+
+def _assert_same_params(a, b, **tol):
+    for x, y in zip(_params(a), _params(b), strict=True):
+        np.testing.assert_allclose(x, y, **tol)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_data_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("straight"))
+    state = train.train_and_evaluate(tiny_config(tiny_data_dir), workdir)
+    return workdir, state
+
+
+def test_a_run_writes_checkpoints_metrics_and_samples(straight_run):
+    workdir, state = straight_run
+    assert int(state.step) == 8
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "8"]
+    lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [l["step"] for l in lines] == [2, 4, 6, 8]
+    for key in ("loss", "elbo", "log_likelihood", "kl", "grad_norm", "param_norm",
+                "steps_per_sec", "images_per_sec"):
+        assert all(np.isfinite(l[key]) for l in lines), key
+    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == [
+        "step_0000004.png", "step_0000008.png"]
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["model"]["name"] == "cmma" and config["model"]["preset"] == "tiny"
+    assert len(json.load(open(os.path.join(workdir, "attributes.json")))) >= 12
+
+
+def test_stopping_and_resuming_gives_the_same_parameters(straight_run, tiny_data_dir,
+                                                         tmp_path):
+    _, straight = straight_run
+    workdir = str(tmp_path)
+    # Stop after 5 steps: the checkpoint of step 4 survives, step 5 is lost as in a crash...
+    config = tiny_config(tiny_data_dir, num_steps=5, checkpoint_every=4)
+    train.train_and_evaluate(config, workdir)
+    import shutil
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "5"))
+    # ... and the same command with the full length resumes from step 4.
+    resumed = train.train_and_evaluate(tiny_config(tiny_data_dir), workdir)
+    assert int(resumed.step) == 8
+    _assert_same_params(resumed, straight, rtol=1e-6, atol=1e-7)
+    steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert steps[-2:] == [6, 8]
+
+
+def test_the_step_is_traced_once(tiny_data_dir, tmp_path, monkeypatch):
+    model = MODELS["cmma"]
+    original = model.train_step
+    traces = []
+
+    def counting_step(*args, **kwargs):
+        traces.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "train_step", counting_step)
+    train.train_and_evaluate(tiny_config(tiny_data_dir, num_steps=6), str(tmp_path))
+    assert len(traces) == 1
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_term_and_keeps_the_checkpoint(
+        tiny_data_dir, tmp_path, monkeypatch):
+    model = MODELS["cmma"]
+    original = model.train_step
+
+    def poisoned_step(state, batch, key, **kwargs):
+        new_state, metrics = original(state, batch, key, **kwargs)
+        # From step 5 on (state.step == 4 before the update), the KL is NaN.
+        metrics["kl"] = jax.numpy.where(state.step >= 4, jax.numpy.nan, metrics["kl"])
+        return new_state, metrics
+
+    monkeypatch.setattr(model, "train_step", poisoned_step)
+    with pytest.raises(train.NonFiniteError, match=r"Non-finite kl at step 5.*step 4"):
+        train.train_and_evaluate(tiny_config(tiny_data_dir), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
+
+
+def test_config_errors_come_before_any_compilation(tiny_data_dir, tmp_path):
+    config = tiny_config(tiny_data_dir)
+    config.model.name = "vae"
+    with pytest.raises(ValueError, match=r"Unknown model 'vae'.*cmma"):
+        train.train_and_evaluate(config, str(tmp_path))
+    config = tiny_config(tiny_data_dir)
+    config.data.name = "mnist"
+    with pytest.raises(ValueError, match=r"Unknown dataset 'mnist'.*synthetic_faces"):
+        train.train_and_evaluate(config, str(tmp_path))
+    config = tiny_config(tiny_data_dir)
+    config.data.num_attributes = 7
+    with pytest.raises(ValueError, match=r"num_attributes=7.*has \d+ attributes"):
+        train.train_and_evaluate(config, str(tmp_path))
+    with pytest.raises(ValueError, match=r"batch_size=10 is not divisible by the 4 devices"):
+        parallel.check_batch_size(10, num_devices=4, num_processes=1)
+    assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_auto_preset_is_small_on_cpu_and_fills_unset_training_fields():
+    config = cmma_config.get_config()
+    config.model.preset = "auto"
+    config.training.batch_size = None
+    config.training.num_steps = 123
+    resolved = train.resolve_config(config)
+    assert resolved.model.preset == ("small" if jax.default_backend() == "cpu" else "paper")
+    assert resolved.training.num_steps == 123  # set: kept
+    assert resolved.training.batch_size is not None  # unset: from the preset
