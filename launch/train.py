@@ -64,6 +64,9 @@ flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "A process silent for thi
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        # Orbax and tfds log every checkpoint and file at INFO; progress lines are printed.
+        logging.set_verbosity(logging.WARNING)
     # Before anything touches a device.
     from cmma_jax import parallel, train
 
