@@ -139,7 +139,8 @@ def _finite(tree) -> bool:
 
 def test_registry_and_configs_cover_the_same_models():
     assert set(MODELS) == set(CONFIGS) == set(NAMES)
-    assert MODELS["cmma"] is cmma and MODELS["cgan"] is cgan
+    assert (MODELS["cmma"], MODELS["cvae"], MODELS["cgan"], MODELS["vlae"]) == (
+        cmma, cvae, cgan, vlae)
     for name in NAMES:
         for preset in (None, "paper", "small", "tiny"):
             config = CONFIGS[name].get_config(preset)
