@@ -536,7 +536,8 @@ class FigureSettings:
       edits: attributes switched in Figure 6.
       remove: the attribute removed in Figure 7.
       traverse_values: (low, high, count) of the swept coordinate.
-      traverse_dims: one dimension per ladder layer (None: the most varied, `most_varied_dimensions`).
+      traverse_dims: one dimension per ladder layer (None: the most varied,
+        `most_varied_dimensions`).
       arithmetic: the two attributes that pick the triples (`arithmetic_triples`).
       arithmetic_faces: explicit (a, b, c) triples of split indices (overrides `arithmetic`).
       num_triples: rows of the arithmetic figure.

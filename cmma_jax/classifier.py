@@ -1,0 +1,375 @@
+"""An attribute classifier for measuring attribute fidelity: do generated faces show the attributes
+they were generated from?
+
+A small convnet with one sigmoid output per attribute (multi-label), trained on the training split's
+real faces with the binary cross-entropy, and saved as an Orbax checkpoint in its own workdir. The
+evaluation (`cmma_jax.evaluate`) scores faces generated from the test split's attributes with it,
+against those attributes, and scores the real test faces as the ceiling.
+
+    config = classifier.get_config()
+    config.data.name = "celeba"
+    config.data.source_dir = "../shared/data/celeba"
+    classifier.train_classifier(config, "workdirs/classifier_celeba")
+    config, names, params = classifier.load_classifier("workdirs/classifier_celeba")
+    probabilities = classifier.predict(params, images, config=config)     # [B, A] in (0, 1)
+
+Network (`AttributeClassifier`): four blocks of [3x3 convolution (padding 1), ReLU, 2x2 max-pool]
+(64 -> 32 -> 16 -> 8 -> 4; the widths are `config.model.features`), a dense hidden layer and one
+logit per attribute. It is built from the
+CPU-friendly layers of `cmma_jax.nets` (explicit padding then a VALID convolution; pooling as a
+reshape and a max). Training flips half the faces left-right (the attributes are symmetric).
+
+Labels are the attributes in the "binary" encoding ({0, 1}: raw value > 0), whatever encoding a
+generative model used; LFW's real-valued scores become "score > 0".
+
+The workdir holds `config.json`, `attributes.json`, `metrics.jsonl` (training loss; validation
+accuracy and AUC at every evaluation) and `checkpoints/` (train state and data position), and a run
+resumes from its latest checkpoint like `cmma_jax.train`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from grain import checkpoint as grain_checkpoint
+from ml_collections import config_dict
+
+from cmma_jax import metrics, nets
+from cmma_jax.models import common
+
+Array = jax.Array
+
+__all__ = [
+    "get_config",
+    "AttributeClassifier",
+    "get_model",
+    "init_state",
+    "train_step",
+    "logits",
+    "predict",
+    "train_classifier",
+    "load_classifier",
+    "evaluate_classifier",
+]
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The classifier's config. Sections mirror the model configs (`cmma_jax.configs.base`), so the
+    same data fields apply (`--config.data.options.num_train=...` and the like).
+
+    data: name, data_dir (prepared datasets), source_dir (raw folder of celeba/lfw), options,
+      worker_count. The labels are always the "binary" attribute encoding.
+    model: features (the convolution widths, one 2x2 pooling each), hidden (the dense layer),
+      input_pool (average-pool the input by this factor first; 1: full resolution).
+    training: batch_size, num_steps, seed, log_every, eval_every (validation accuracy/AUC),
+      checkpoint_every, keep_checkpoints, flip (random left-right flips), num_eval (validation
+      faces per evaluation; None = the whole split).
+    optimizer: Adam's learning_rate, b1, b2, eps.
+    """
+    config = ml_collections.ConfigDict()
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "attribute_classifier"
+    config.model.features = (16, 32, 64, 64)
+    config.model.hidden = 128
+    config.model.input_pool = 1
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "synthetic_faces"
+    config.data.data_dir = config_dict.placeholder(str)
+    config.data.source_dir = config_dict.placeholder(str)
+    config.data.attribute_encoding = "binary"
+    config.data.options = ml_collections.ConfigDict({
+        "num_train": config_dict.placeholder(int),
+        "num_validation": config_dict.placeholder(int),
+        "num_test": config_dict.placeholder(int),
+    })
+    config.data.worker_count = 0
+
+    config.training = ml_collections.ConfigDict()
+    config.training.batch_size = 64
+    config.training.num_steps = 1500
+    config.training.seed = 0
+    config.training.log_every = 100
+    config.training.eval_every = 500
+    config.training.checkpoint_every = 500
+    config.training.keep_checkpoints = 2
+    config.training.flip = True
+    config.training.num_eval = config_dict.placeholder(int)
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.eps = 1e-8
+    return config
+
+
+class AttributeClassifier(nn.Module):
+    """Faces `[B, 64, 64, 3]` in [0, 1] -> attribute logits `[B, A]` (float32).
+
+    Attributes:
+      num_attributes: A, one sigmoid output per attribute.
+      features: the widths of the convolution blocks (each halves the map).
+      hidden: units of the dense layer before the output.
+      input_pool: average-pool the 64x64 input by this factor first (1: none; 2: 32x32, four
+        times cheaper, for tests).
+    """
+
+    num_attributes: int
+    features: Sequence[int] = (16, 32, 64, 64)
+    hidden: int = 128
+    input_pool: int = 1
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        if x.ndim != 4 or x.shape[1:] != (64, 64, 3):
+            raise ValueError(f"AttributeClassifier takes faces [B, 64, 64, 3], got {x.shape}.")
+        h = x.astype(jnp.float32) * 2.0 - 1.0  # centred inputs
+        if self.input_pool > 1:  # average-pool the input first: a cheaper, coarser classifier
+            p = self.input_pool
+            b, height, width, c = h.shape
+            h = h.reshape(b, height // p, p, width // p, p, c).mean(axis=(2, 4))
+        for width in self.features:
+            h = nets.Conv(width, 3, padding=1)(h)
+            h = nets.max_pool_2x2(jax.nn.relu(h))
+        h = h.reshape(h.shape[0], -1)
+        h = jax.nn.relu(nn.Dense(self.hidden)(h))
+        return nn.Dense(self.num_attributes)(h)
+
+
+def get_model(config, num_attributes: int) -> AttributeClassifier:
+    """The classifier module of a config."""
+    return AttributeClassifier(num_attributes=int(num_attributes),
+                               features=tuple(config.model.features),
+                               hidden=int(config.model.hidden),
+                               input_pool=int(config.model.get("input_pool", 1)))
+
+
+def init_state(key: Array, config, num_attributes: int) -> common.TrainState:
+    """A fresh train state (float32 parameters, Adam, int32 step 0)."""
+    model = get_model(config, num_attributes)
+    example = jnp.zeros((1, 64, 64, 3), jnp.float32)
+    params = jax.jit(lambda k: common.init_params(model, k, example))(key)
+    tx = optax.adam(config.optimizer.learning_rate, b1=config.optimizer.b1,
+                    b2=config.optimizer.b2, eps=config.optimizer.eps)
+    return common.create_train_state(model.apply, params, tx)
+
+
+def logits(params, images: Array, *, config) -> Array:
+    """Attribute logits `[B, A]` of faces `[B, 64, 64, 3]`; A is read from the parameters."""
+    num_attributes = params["Dense_1"]["bias"].shape[0]
+    return get_model(config, num_attributes).apply({"params": params}, images)
+
+
+def predict(params, images: Array, *, config) -> Array:
+    """Attribute probabilities `[B, A]` in (0, 1): the sigmoid of `logits`."""
+    return jax.nn.sigmoid(logits(params, images, config=config))
+
+
+def train_step(state: common.TrainState, batch: Mapping[str, Array], key: Array, *,
+               config) -> tuple[common.TrainState, dict[str, Array]]:
+    """One Adam step on the binary cross-entropy, summed over attributes, averaged over faces.
+
+    Args:
+      state: the train state.
+      batch: `{"image": [B, 64, 64, 3], "attributes": [B, A]}` with binary attributes.
+      key: the per-step key (random left-right flips when `config.training.flip`).
+
+    Returns:
+      The new state and the metrics "loss" and "accuracy" (of the batch, before the update).
+    """
+    images = batch["image"]
+    labels = batch["attributes"]
+    if config.training.flip:
+        flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
+        images = jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
+
+    def loss_fn(params):
+        out = state.apply_fn({"params": params}, images)
+        # optax's form: log σ(-x) terms, never log(1 - σ(x)), which is -inf once σ(x) rounds to 1.
+        loss = jnp.mean(jnp.sum(optax.sigmoid_binary_cross_entropy(out, labels), axis=-1))
+        return loss, out
+
+    (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    accuracy = jnp.mean((out > 0) == (labels > 0.5))
+    return state.apply_gradients(grads=grads), {"loss": loss, "accuracy": accuracy}
+
+
+def _load_train_data(config, batch_size: int):
+    from cmma_jax import train  # the trainer's data helper; imported here to keep imports light
+
+    return train.load_data(config, "train", batch_size=batch_size, shard=False)
+
+
+def evaluate_classifier(params, config, split: str = "validation",
+                        limit: int | None = None) -> dict[str, Any]:
+    """Accuracy and ROC AUC of the classifier on the real faces of a split.
+
+    Args:
+      params: the classifier's parameters.
+      config: its config (the data section says which dataset).
+      split: "train", "validation" or "test".
+      limit: the first `limit` faces of the split (None: all of them).
+
+    Returns:
+      A dict: "num_images", "accuracy" and "auc" (per attribute, `[A]` numpy; AUC NaN where the
+      labels are constant), "mean_accuracy", "mean_auc" (over the attributes with an AUC).
+    """
+    from cmma_jax import evaluate  # evaluate imports this module: imported here, not at the top
+
+    predict_fn = jax.jit(functools.partial(predict, config=config))
+    probabilities, labels = [], []
+    for chunk in evaluate.split_chunks(config, split, batch_size=64, limit=limit):
+        p = np.asarray(predict_fn(params, chunk.images))[: chunk.num_valid]
+        probabilities.append(p)
+        labels.append(chunk.binary_attributes[: chunk.num_valid])
+    probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
+    accuracy = metrics.attribute_accuracy(probabilities, labels)
+    auc = metrics.attribute_auc(probabilities, labels)
+    return {"num_images": int(len(labels)), "accuracy": accuracy, "auc": auc,
+            "mean_accuracy": float(np.mean(accuracy)),
+            "mean_auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")}
+
+
+def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=int(config.training.keep_checkpoints),
+                                           create=True)
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                                 options=options)
+
+
+def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains the attribute classifier on the training split's real faces, resuming if it can.
+
+    Args:
+      config: `get_config()` with overrides (dataset, steps, ...).
+      workdir: where `config.json`, `attributes.json`, `metrics.jsonl` and `checkpoints/` go.
+        A workdir with a checkpoint is resumed (same state and data position).
+
+    Returns:
+      The final validation scores (`evaluate_classifier`), with "step".
+
+    Raises:
+      ValueError: for a config error, or a workdir trained on other attributes.
+    """
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.data.attribute_encoding = "binary"
+    for field in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every"):
+        if int(config.training[field]) <= 0:
+            raise ValueError(f"training.{field} must be positive, got {config.training[field]}.")
+    os.makedirs(workdir, exist_ok=True)
+    batch_size = int(config.training.batch_size)
+    num_steps = int(config.training.num_steps)
+    train_data = _load_train_data(config, batch_size)
+    names = list(train_data.attribute_names)
+    names_path = os.path.join(workdir, "attributes.json")
+    if os.path.exists(names_path):
+        with open(names_path) as f:
+            if json.load(f) != names:
+                raise ValueError(f"{workdir} holds a classifier of other attributes; use a new "
+                                 "--workdir.")
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2))
+    with open(names_path, "w") as f:
+        json.dump(names, f)
+
+    init_key, train_key = jax.random.split(jax.random.key(int(config.training.seed)))
+    state = init_state(init_key, config, len(names))
+    manager = _checkpoint_manager(workdir, config)
+    latest = manager.latest_step()
+    if latest is not None:
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+        restored = manager.restore(latest, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            data=grain_checkpoint.CheckpointRestore(train_data.iterator.grain_iterator)))
+        state = restored["state"]
+        logging.info("Resumed the classifier from step %d.", latest)
+    step_fn = jax.jit(functools.partial(train_step, config=config), donate_argnums=0)
+    start = int(state.step)
+    pending = []
+    t0 = time.perf_counter()
+    scores = None
+    with open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1) as log:
+        try:
+            for step in range(start, num_steps):
+                state, m = step_fn(state, next(train_data.iterator),
+                                   jax.random.fold_in(train_key, step))
+                pending.append(m)
+                done = step + 1
+                last = done == num_steps
+                record = {}
+                if done % int(config.training.log_every) == 0 or last:
+                    fetched = jax.device_get(pending)
+                    pending = []
+                    record.update({k: float(np.mean([p[k] for p in fetched]))
+                                   for k in fetched[0]})
+                    if not np.isfinite(record["loss"]):
+                        raise FloatingPointError(f"Non-finite classifier loss at step {done}.")
+                if done % int(config.training.eval_every) == 0 or last:
+                    scores = evaluate_classifier(state.params, config, "validation",
+                                                 config.training.get("num_eval"))
+                    record.update(val_accuracy=scores["mean_accuracy"],
+                                  val_auc=scores["mean_auc"])
+                if record:
+                    log.write(json.dumps({"step": done, **record}) + "\n")
+                    rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
+                    shown = " ".join(f"{k}={v:.4g}" for k, v in record.items())
+                    print(f"classifier step {done}/{num_steps} {shown} {rate:.2f} steps/s",
+                          file=sys.stderr, flush=True)
+                if done % int(config.training.checkpoint_every) == 0 or last:
+                    manager.save(done, args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(state),
+                        data=grain_checkpoint.CheckpointSave(train_data.iterator.grain_iterator)))
+        finally:
+            manager.wait_until_finished()
+            manager.close()
+            train_data.close()
+    if scores is None:  # nothing left to train: score the restored state
+        scores = evaluate_classifier(state.params, config, "validation",
+                                     config.training.get("num_eval"))
+    return {"step": int(state.step), **scores}
+
+
+def load_classifier(workdir: str, step: int | None = None):
+    """A trained classifier: `(config, attribute_names, params)`.
+
+    Raises:
+      FileNotFoundError: if `workdir` has no classifier config or checkpoint.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: train a classifier first "
+                                "(python launch/train_classifier.py --workdir=...).")
+    with open(path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    if config.model.get("name") != "attribute_classifier":
+        raise ValueError(f"{workdir} is not an attribute classifier's workdir "
+                         f"(its model is {config.model.get('name')!r}).")
+    with open(os.path.join(workdir, "attributes.json")) as f:
+        names = tuple(json.load(f))
+    template = init_state(jax.random.key(0), config, len(names))
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    manager = _checkpoint_manager(workdir, config)
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"No checkpoint in {manager.directory}.")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))
+    finally:
+        manager.close()
+    return config, names, restored["state"].params

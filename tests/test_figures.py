@@ -1,0 +1,143 @@
+"""Tests of cmma_jax.figures: grids, the attribute vectors of the papers' figures, per-dataset
+defaults and errors, and every figure end to end on tiny trained models."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cmma_jax import evaluate, figures
+from cmma_jax.data import celeba, lfw, synthetic_faces
+
+import eval_helpers
+
+NAMES = ("Male", "Pale_Skin", "Eyeglasses", "Big_Nose")
+
+
+def _raw(rows):
+    return np.asarray(rows, np.float32)
+
+
+def test_defaults_exist_in_each_datasets_attributes():
+    for dataset, names in (("celeba", celeba.ATTRIBUTE_NAMES), ("lfw", lfw.ATTRIBUTE_NAMES),
+                           ("synthetic_faces", synthetic_faces.ATTRIBUTE_NAMES)):
+        d = figures.figure_defaults(dataset)
+        requested = list(d["rows"]) + list(d["columns"]) + list(d["edits"]) + [d["remove"]]
+        figures.attribute_indices(requested + list(d["arithmetic"]), names, dataset)
+    assert figures.figure_defaults("lfw")["rows"] == ("Male", "Asian")  # the paper's
+    assert figures.figure_defaults("celeba")["rows"] == ("Male", "Pale_Skin")
+    assert figures.figure_defaults("celeba")["columns"] == (
+        "Mouth_Slightly_Open", "Eyeglasses", "Bushy_Eyebrows", "Big_Nose", "Pointy_Nose",
+        "Big_Lips")
+    with pytest.raises(ValueError, match="No figure defaults for dataset 'mnist'"):
+        figures.figure_defaults("mnist")
+
+
+def test_an_unknown_attribute_names_the_available_ones():
+    with pytest.raises(ValueError, match=r"Unknown attribute\(s\) \['Asian'\] for celeba; its "
+                                         r"attributes are: .*Male.*Pale_Skin"):
+        figures.attribute_indices(["Male", "Asian"], celeba.ATTRIBUTE_NAMES, "celeba")
+
+
+def test_figure_4_rows_and_columns_binary():
+    # Faces: (Male, Pale_Skin, Eyeglasses, Big_Nose)
+    raw = _raw([[1, 1, 1, -1], [1, 1, 1, 1], [1, -1, -1, 1], [-1, -1, -1, -1], [-1, 1, -1, -1],
+                [-1, 1, -1, -1]])
+    attrs, rows, cols = figures.attribute_grid_inputs(raw, NAMES, ("Male", "Pale_Skin"),
+                                                      ("Eyeglasses", "Big_Nose"), "binary")
+    assert attrs.shape == (4, 3, 4)
+    assert rows == ["not Male, Pale_Skin", "not Male, not Pale_Skin", "Male, Pale_Skin",
+                    "Male, not Pale_Skin"]  # the paper's order: Female Asian first
+    assert cols == ["no change", "+Eyeglasses", "+Big_Nose"]
+    np.testing.assert_array_equal(attrs[:, 0, :2], [[0, 1], [0, 0], [1, 1], [1, 0]])
+    # "mode": the males with pale skin mostly wear glasses; the other rows mostly do not.
+    np.testing.assert_array_equal(attrs[:, 0, 2], [0, 0, 1, 0])
+    np.testing.assert_array_equal(attrs[:, 1, 2], [1, 1, 1, 1])  # column: switched on
+    np.testing.assert_array_equal(attrs[:, 2, 3], [1, 1, 1, 1])
+    np.testing.assert_array_equal(attrs[:, 1, 3], attrs[:, 0, 3])  # one attribute at a time
+    zeros, _, _ = figures.attribute_grid_inputs(raw, NAMES, ("Male", "Pale_Skin"),
+                                                ("Eyeglasses",), "binary", base="zeros")
+    np.testing.assert_array_equal(zeros[:, 0, 2:], 0)
+
+
+def test_figure_4_in_signed_and_raw_encodings():
+    raw = _raw([[2.0, -1.5, 0.5, -0.5], [-1.0, 0.5, -2.5, 1.5], [1.0, 1.5, -0.5, -0.5]])
+    signed, _, _ = figures.attribute_grid_inputs(raw, NAMES, ("Male", "Pale_Skin"),
+                                                 ("Eyeglasses",), "signed")
+    assert set(np.unique(signed)) <= {-1.0, 1.0}
+    on, off = figures.on_off_values(raw, "raw")
+    np.testing.assert_allclose(on[:2], [1.5, 1.0])  # the mean of the positive scores
+    np.testing.assert_allclose(off[:2], [-1.0, -1.5])
+    scores, _, _ = figures.attribute_grid_inputs(raw, NAMES, ("Male", "Pale_Skin"),
+                                                 ("Eyeglasses",), "raw")
+    np.testing.assert_allclose(scores[2, 0, :2], [1.5, 1.0])
+    np.testing.assert_allclose(scores[:, 1, 2], 0.5)
+
+
+def test_toggles_and_arithmetic_triples():
+    raw = _raw([[1, 1, 1, -1], [1, -1, -1, 1], [-1, -1, -1, -1], [1, 1, -1, -1]])
+    on, off = figures.on_off_values(raw, "binary")
+    toggled = figures.toggled_attributes(raw, 2, "binary", on, off)
+    np.testing.assert_array_equal(toggled[:, 2], [0, 1, 1, 1])  # glasses off where on, and back
+    np.testing.assert_array_equal(toggled[:, :2], (raw[:, :2] > 0))
+    assert figures.arithmetic_triples(raw, NAMES, ("Male", "Pale_Skin"), 5) == [(0, 1, 2)]
+    with pytest.raises(ValueError, match="No face with neither Male nor Eyeglasses"):
+        figures.arithmetic_triples(raw[:2], NAMES, ("Male", "Eyeglasses"), 1)
+
+
+def test_grids_and_png_colours(tmp_path):
+    images = np.random.default_rng(0).uniform(size=(2, 3, 8, 8, 3))
+    grid = figures.labelled_grid(images, ["a", "b"], ["x", "y", "z"], title="t")
+    both = figures.hstack_images([grid, grid], gap=5)
+    assert both.size == (2 * grid.width + 5, grid.height)
+    path = figures.save_png(str(tmp_path / "g.png"), both, colors=16)
+    assert len(Image.open(path).getcolors(256)) <= 16
+
+
+@pytest.fixture(scope="module")
+def drawn(tiny_data_dir, tmp_path_factory):
+    workdirs = eval_helpers.trained_workdirs(tiny_data_dir, tmp_path_factory)
+    out = tmp_path_factory.mktemp("figures")
+    lines = []
+    settings = figures.FigureSettings(pool_size=32, faces=(0, 3, 5), num_triples=2,
+                                      traverse_values=(-3.0, 3.0, 5))
+    written = figures.generate_figures([workdirs[n] for n in eval_helpers.MODEL_NAMES],
+                                       str(out), settings, log=lines.append)
+    return workdirs, written, lines
+
+
+def test_every_figure_is_written(drawn):
+    workdirs, written, lines = drawn
+    assert sorted(written) == ["arithmetic_vlae", "edits", "faces_from_attributes",
+                               "remove_Eyeglasses", "traversals_vlae"]
+    assert all(os.path.exists(p) for p in written.values()) and len(lines) == 5
+    tile = 64 + 2
+    # Figure 4: four models side by side, each 4 rows x 7 columns of faces.
+    fig4 = Image.open(written["faces_from_attributes"])
+    assert fig4.height > 4 * tile and fig4.width > 4 * 7 * tile
+    # Figure 6: cmma, cvae and the conditional vlae (no cgan), 6 rows x 3 faces each.
+    edits = Image.open(written["edits"])
+    assert 3 * 3 * tile < edits.width < 4 * 3 * tile + 600 and edits.height > 6 * tile
+    # Traversals: 4 layers x 3 faces rows, 5 values.
+    trav = Image.open(written["traversals_vlae"])
+    assert trav.height > 12 * tile and trav.width > 5 * tile
+
+
+def test_the_no_change_edit_is_the_reconstruction(drawn):
+    workdirs = drawn[0]
+    model = evaluate.load_model(workdirs["cmma"])
+    chunk = next(iter(evaluate.SplitReader(model.config, "test", batch_size=4)))
+    y = chunk.attributes(model.encoding)
+    same = model.module.edit(model.params, chunk.images, y, y, config=model.config)
+    recon = model.module.reconstruct(model.params, chunk.images, y, config=model.config)
+    np.testing.assert_allclose(same, recon, atol=1e-6)
+
+
+def test_a_typo_in_an_attribute_fails_before_any_model_is_loaded(drawn, tmp_path):
+    workdirs = drawn[0]
+    settings = figures.FigureSettings(rows=("Male", "Asian"))  # no Asian in CelebA names
+    with pytest.raises(ValueError, match=r"\['Asian'\].*its attributes are: Arched_Eyebrows"):
+        figures.generate_figures([workdirs["cmma"]], str(tmp_path), settings)
+    with pytest.raises(ValueError, match="Unknown figure"):
+        figures.FigureSettings(figures=("samples",))
