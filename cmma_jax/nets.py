@@ -30,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cmma_jax import fast_conv
+
 Array = jax.Array
 Dtype = Any
 
@@ -157,10 +159,22 @@ def soft_clip(x: Array, low: float, high: float) -> Array:
     return high - jax.nn.softplus(high - x)
 
 
-CONV_IMPLS = ("xla",)
+CONV_IMPLS = ("xla", "fast_cpu", "auto")
 
 
-def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0, impl: str = "xla") -> Array:
+def resolve_conv_impl(impl: str) -> str:
+    """The implementation `impl` stands for: "auto" is "fast_cpu" on the CPU backend and "xla"
+    elsewhere (cuDNN's convolutions and their gradients are fast on GPU)."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"Unknown convolution implementation {impl!r}; "
+                         f"choose one of {CONV_IMPLS}.")
+    if impl == "auto":
+        return "fast_cpu" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0, impl: str = "xla",
+           upsample: bool = False) -> Array:
     """Stride-1 2-D convolution with `padding` zeros on each side, then VALID, plus bias.
 
     Args:
@@ -170,13 +184,21 @@ def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0, impl: str = "
       padding: zeros added on each side of both spatial axes (0: VALID; k-1: "full").
       impl: "xla": `jnp.pad` + `lax.conv_general_dilated` with VALID padding (XLA's gradient of
         a padded convolution is slow on CPU; of a VALID one after an explicit pad it is not).
+        "fast_cpu": `cmma_jax.fast_conv.conv2d`, the same function with a custom VJP built from
+        forward convolutions and matmuls (several times faster on CPU). "auto": "fast_cpu" on
+        the CPU backend, "xla" elsewhere.
+      upsample: convolve the 2x nearest-neighbour upsampling of x (`upsample_nearest_2x`).
+        "fast_cpu" never builds the upsampled map (`fast_conv.upsample_conv2d`).
 
     Returns:
-      `[B, H + 2 padding - k + 1, W + 2 padding - k + 1, C_out]`.
+      `[B, H' + 2 padding - k + 1, W' + 2 padding - k + 1, C_out]`, with H', W' = H, W, or
+      2H, 2W with `upsample`.
     """
-    if impl != "xla":
-        raise ValueError(f"Unknown convolution implementation {impl!r}; "
-                         f"choose one of {CONV_IMPLS}.")
+    impl = resolve_conv_impl(impl)
+    if impl == "fast_cpu":
+        return fast_conv.conv2d(x, kernel, bias, padding, upsample)
+    if upsample:
+        x = upsample_nearest_2x(x)
     if padding:
         x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     y = jax.lax.conv_general_dilated(
@@ -214,6 +236,8 @@ class Conv(nn.Module):
       features: output channels.
       kernel_size: the (square) kernel size.
       padding: zeros added on each side of both spatial axes before a VALID convolution.
+      upsample: convolve the 2x nearest-neighbour upsampling of the input (the decoder's
+        "upsample, then convolve", fused on the fast CPU path).
       impl: the implementation (`conv2d`). The parameters (`kernel` [k, k, C_in, C_out] HWIO,
         `bias` [C_out]) are the same for every implementation, so one can be swapped for another
         (config field `model.conv_impl`).
@@ -227,6 +251,7 @@ class Conv(nn.Module):
     impl: str = "xla"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    upsample: bool = False
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -235,7 +260,7 @@ class Conv(nn.Module):
                             (k, k, x.shape[-1], self.features), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return conv2d(x, kernel, bias, self.padding, self.impl)
+        return conv2d(x, kernel, bias, self.padding, self.impl, self.upsample)
 
 
 def _dense(features: int, dtype: Dtype, name: Optional[str] = None) -> nn.Dense:
@@ -387,12 +412,15 @@ class ImageHeads(nn.Module):
       log_var: whether to build the log-variance head (False for a GAN generator).
       log_var_range: optional (low, high) soft-clip of the log-variance; None = linear.
       conv_impl, dtype: as elsewhere.
+      upsample: the input is `[B, 30, 30, c1]`, upsampled 2x nearest-neighbour first (fused into
+        the convolution on the fast CPU path; `Conv.upsample`).
     """
 
     log_var: bool = True
     log_var_range: Optional[tuple[float, float]] = None
     conv_impl: str = "xla"
     dtype: Dtype = jnp.float32
+    upsample: bool = False
 
     @nn.compact
     def __call__(self, h: Array) -> tuple[Array, Optional[Array]]:
@@ -404,7 +432,7 @@ class ImageHeads(nn.Module):
         kernel = jnp.concatenate([k for k, _ in params], axis=-1)
         bias = jnp.concatenate([b for _, b in params], axis=-1)
         h, kernel, bias = nn.dtypes.promote_dtype(h, kernel, bias, dtype=self.dtype)
-        out = conv2d(h, kernel, bias, 4, self.conv_impl).astype(jnp.float32)  # 60 -> 64
+        out = conv2d(h, kernel, bias, 4, self.conv_impl, self.upsample).astype(jnp.float32)
         # The sigmoid and the clip run in float32: only the convolution uses the compute dtype.
         mean = jax.nn.sigmoid(out[..., :IMAGE_CHANNELS])
         if not self.log_var:
@@ -458,11 +486,12 @@ class ImageDecoder(nn.Module):
         h = _concat_attributes(z.astype(self.dtype), y, self.dtype)
         h = _dense(s * s * c3, self.dtype, "dense")(h).reshape(z.shape[0], s, s, c3)
         h = nn.relu(Conv(c2, 4, 3, self.conv_impl, self.dtype, name="conv3")(h))  # 10 -> 13
-        h = upsample_nearest_2x(h)  # 13 -> 26
-        h = nn.relu(Conv(c1, 5, 4, self.conv_impl, self.dtype, name="conv2")(h))  # 26 -> 30
-        h = upsample_nearest_2x(h)  # 30 -> 60
+        # 2x upsample (13 -> 26), then conv (26 -> 30)
+        h = nn.relu(Conv(c1, 5, 4, self.conv_impl, upsample=True, dtype=self.dtype,
+                         name="conv2")(h))
+        # 2x upsample (30 -> 60), then the heads (60 -> 64)
         return ImageHeads(self.log_var, self.log_var_range, self.conv_impl, self.dtype,
-                          name="heads")(h)  # 60 -> 64
+                          upsample=True, name="heads")(h)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,11 +635,13 @@ class LadderDecoder(nn.Module):
         h = jnp.concatenate([h, inject(latents[2], s3, "inject2")], axis=-1)
         h = nn.relu(Conv(c2, 4, 3, self.conv_impl, self.dtype, name="conv3")(h))  # 10 -> 13
         h = jnp.concatenate([h, inject(latents[1], s2, "inject1")], axis=-1)
-        h = upsample_nearest_2x(h)  # 13 -> 26
-        h = nn.relu(Conv(c1, 5, 4, self.conv_impl, self.dtype, name="conv2")(h))  # 26 -> 30
+        # 2x upsample (13 -> 26), then conv (26 -> 30)
+        h = nn.relu(Conv(c1, 5, 4, self.conv_impl, upsample=True, dtype=self.dtype,
+                         name="conv2")(h))
         h = jnp.concatenate([h, inject(latents[0], s1, "inject0")], axis=-1)
-        h = upsample_nearest_2x(h)  # 30 -> 60
-        return ImageHeads(True, self.log_var_range, self.conv_impl, self.dtype, name="heads")(h)
+        # 2x upsample (30 -> 60), then the heads (60 -> 64)
+        return ImageHeads(True, self.log_var_range, self.conv_impl, self.dtype, upsample=True,
+                          name="heads")(h)
 
 
 __all__ = [

@@ -54,7 +54,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.model.name = ""
     config.model.preset = "auto"
     config.model.dtype = "float32"
-    config.model.conv_impl = "xla"
+    # "auto": the fast CPU convolutions (cmma_jax.fast_conv) on the CPU backend, XLA's own
+    # elsewhere; "xla" or "fast_cpu" to force one. The same parameters and function either way.
+    config.model.conv_impl = "auto"
     # Size overrides; None = the preset's value (cmma_jax.nets.resolve_sizes).
     config.model.encoder_features = config_dict.placeholder(tuple)
     config.model.latent_dim = config_dict.placeholder(int)

@@ -116,7 +116,7 @@ def get_model(config, num_attributes: Optional[int] = None) -> CGAN:
         features=sizes["encoder_features"],
         latent_dim=sizes["latent_dim"],
         discriminator_hidden=sizes["discriminator_hidden"],
-        conv_impl=m.get("conv_impl", "xla"),
+        conv_impl=m.get("conv_impl", "auto"),
         dtype=common.model_dtype(config),
     )
 

@@ -137,7 +137,7 @@ def get_model(config, num_attributes: Optional[int] = None) -> CMMA:
         feed_attributes=bool(m.get("feed_attributes_to_encoder", False)),
         decoder_log_var_range=common.optional_range(m.get("decoder_log_var_range", None)),
         latent_log_var_range=common.optional_range(m.get("latent_log_var_range", None)),
-        conv_impl=m.get("conv_impl", "xla"),
+        conv_impl=m.get("conv_impl", "auto"),
         dtype=common.model_dtype(config),
     )
 

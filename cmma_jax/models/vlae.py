@@ -158,7 +158,7 @@ def get_model(config, num_attributes: Optional[int] = None) -> VLAE:
         conditional=bool(m.get("conditional", True)),
         decoder_log_var_range=common.optional_range(m.get("decoder_log_var_range", None)),
         latent_log_var_range=common.optional_range(m.get("latent_log_var_range", None)),
-        conv_impl=m.get("conv_impl", "xla"),
+        conv_impl=m.get("conv_impl", "auto"),
         dtype=common.model_dtype(config),
     )
 
