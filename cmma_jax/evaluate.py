@@ -90,6 +90,7 @@ __all__ = [
     "select_parzen_sigma",
     "attribute_fidelity",
     "evaluate_workdirs",
+    "paired_differences",
     "markdown_report",
     "machine_description",
 ]
@@ -785,6 +786,8 @@ def _evaluate_model(model: TrainedModel, settings: EvalSettings, data_config, ke
         "preset": config.model.get("preset"), "attribute_encoding": model.encoding,
         "seconds": {},
     }
+    per_face: dict[str, np.ndarray] = {}
+    result["per_face"] = per_face  # taken out (to per_face.npz) by evaluate_workdirs
     tag = f"[{model.name}]"
 
     def progress(what):
@@ -800,6 +803,7 @@ def _evaluate_model(model: TrainedModel, settings: EvalSettings, data_config, ke
                                   num_samples=settings.bound_samples, progress=progress("bound"),
                                   total=chunks.num_examples)
         dim = 64 * 64 * 3
+        per_face["bound"] = terms["elbo"]
         result["bound"] = {**summarize(terms["elbo"], dim),
                            "log_likelihood": float(np.mean(terms["log_likelihood"])),
                            "kl": float(np.mean(terms["kl"])),
@@ -814,6 +818,7 @@ def _evaluate_model(model: TrainedModel, settings: EvalSettings, data_config, ke
             progress=progress(f"IWAE K<={max(settings.iwae_samples)}"),
             total=chunks.num_examples)
         result["iwae"] = {str(k): summarize(v, 64 * 64 * 3) for k, v in bounds.items()}
+        per_face.update({f"iwae_{k}": v for k, v in bounds.items()})
         result["seconds"]["iwae"] = time.perf_counter() - t0
     if "parzen" in settings.estimators and hasattr(module, "sample"):
         t0 = time.perf_counter()
@@ -831,6 +836,7 @@ def _evaluate_model(model: TrainedModel, settings: EvalSettings, data_config, ke
         ll = parzen_log_likelihoods(
             module, params, config, test, jax.random.fold_in(parzen_key, 1), sigmas=[sigma],
             progress=progress("Parzen test"), total=test.num_examples, **common_args)[0]
+        per_face["parzen"] = ll
         at_edge = sigma in (min(settings.parzen_sigmas), max(settings.parzen_sigmas))
         result["parzen"] = {**summarize(ll, 64 * 64 * 3), "sigma": sigma,
                             "sigma_at_grid_edge": bool(at_edge),
@@ -874,7 +880,9 @@ def evaluate_workdirs(workdirs: Sequence[str], settings: EvalSettings | None = N
     Returns:
       The results: {"settings", "dataset", "split", "machine", "date", "classifier",
       "models": [one dict per model: "bound", "iwae", "parzen", "fidelity" where they apply,
-      "seconds"], "real": {"fidelity"} or None, "notes": [...]}.
+      "seconds"], "real": {"fidelity"} or None, "comparisons": `paired_differences` (the first
+      model minus each other one), "notes": [...]}. With `output_dir`, every face's values go to
+      `per_face.npz` as well.
 
     Raises:
       ValueError: for models of different datasets, or a classifier of other attributes.
@@ -926,6 +934,9 @@ def evaluate_workdirs(workdirs: Sequence[str], settings: EvalSettings | None = N
     for note in results["notes"]:
         if settings.show_progress:
             print(f"note: {note}", file=sys.stderr, flush=True)
+    per_face = {f"{i}_{m['model']}": m.pop("per_face") for i, m in enumerate(results["models"])}
+    results["comparisons"] = paired_differences(list(per_face.values()),
+                                                [m["model"] for m in results["models"]])
     if predict_fn is not None:
         chunks = SplitReader(data_config, settings.split, batch_size=settings.batch_size,
                              limit=settings.num_test)
@@ -939,7 +950,45 @@ def evaluate_workdirs(workdirs: Sequence[str], settings: EvalSettings | None = N
             json.dump(_json_safe(results), f, indent=2)
         with open(os.path.join(output_dir, "results.md"), "w") as f:
             f.write(markdown_report(results))
+        # Every face's value of every estimator, "<model index>_<model>/<estimator>".
+        np.savez(os.path.join(output_dir, "per_face.npz"),
+                 **{f"{m}/{e}": v for m, d in per_face.items() for e, v in d.items()})
     return results
+
+
+def paired_differences(per_face: Sequence[Mapping[str, np.ndarray]],
+                       names: Sequence[str]) -> list[dict[str, Any]]:
+    """The first model minus each other model, estimator by estimator, on the same faces.
+
+    Every model is scored on the same faces with the same estimator, so the difference of two
+    models is best judged face by face: its standard error is that of the per-face differences,
+    usually far smaller than the spread of either model's values over the faces.
+
+    Args:
+      per_face: for each model, {estimator: `[N]` values per face}.
+      names: the models' names.
+
+    Returns:
+      One dict per (other model, estimator both have): "estimator", "a" (the first model), "b",
+      "difference" (mean of a - b, nats), "stderr", "num_images", "a_better_fraction" (the
+      fraction of faces where a's value is higher).
+    """
+    out = []
+    if not per_face:
+        return out
+    reference = per_face[0]
+    for other, name in zip(per_face[1:], names[1:]):
+        for estimator, a in reference.items():
+            if estimator not in other or len(other[estimator]) != len(a):
+                continue
+            d = np.asarray(a, np.float64) - np.asarray(other[estimator], np.float64)
+            out.append({"estimator": estimator, "a": names[0], "b": name,
+                        "difference": float(d.mean()),
+                        "stderr": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1
+                        else float("nan"),
+                        "num_images": int(len(d)),
+                        "a_better_fraction": float(np.mean(d > 0))})
+    return out
 
 
 def _json_safe(obj):
@@ -1022,6 +1071,14 @@ def markdown_report(results: Mapping[str, Any]) -> str:
         if undefined:
             lines += ["", "AUC undefined (the attribute is constant over the faces scored; left "
                       "out of the mean AUC): " + ", ".join(undefined) + "."]
+    if results.get("comparisons"):
+        lines += ["", "### Paired differences (same faces)", "",
+                  "| estimator | difference (nats) | faces where the first is higher | faces |",
+                  "|---|---|---|---|"]
+        for c in results["comparisons"]:
+            lines.append(f"| {c['a']} − {c['b']}: {c['estimator'].replace('_', ' K=')} | "
+                         f"{c['difference']:+,.1f} ± {c['stderr']:,.1f} | "
+                         f"{100 * c['a_better_fraction']:.0f}% | {c['num_images']} |")
     if results.get("notes"):
         lines += [""] + [f"Note: {n}" for n in results["notes"]]
     s = results["settings"]

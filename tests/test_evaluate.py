@@ -223,6 +223,17 @@ def test_summarize_mean_stderr_and_bits():
     assert s["bits_per_dim_stderr"] == pytest.approx(s["stderr"] / (12 * math.log(2)))
 
 
+def test_paired_differences_use_the_per_face_differences():
+    a = {"bound": np.array([10.0, 20.0, 30.0, 40.0]), "parzen": np.array([1.0, 2.0])}
+    b = {"bound": np.array([9.0, 19.5, 29.0, 41.0])}  # no Parzen: not compared
+    (c,) = evaluate.paired_differences([a, b], ["cmma", "cvae"])
+    d = a["bound"] - b["bound"]
+    assert (c["estimator"], c["a"], c["b"], c["num_images"]) == ("bound", "cmma", "cvae", 4)
+    assert c["difference"] == pytest.approx(d.mean())
+    assert c["stderr"] == pytest.approx(np.std(d, ddof=1) / 2.0)
+    assert c["a_better_fraction"] == 0.75
+
+
 def test_chunks_from_arrays_pad_the_last_chunk():
     x = np.arange(7, dtype=np.float32).reshape(7, 1, 1, 1) * np.ones((1, 2, 2, 3), np.float32)
     y = np.arange(7, dtype=np.float32)[:, None]
@@ -336,6 +347,10 @@ def test_evaluate_workdirs_end_to_end(workdirs, tmp_path_factory, tmp_path, caps
         assert len(m["fidelity"]["per_attribute"]) == 20
         assert 0.0 <= m["fidelity"]["mean_accuracy"] <= 1.0
     assert results["real"]["fidelity"]["num_images"] == 12
+    assert {(c["estimator"], c["b"]) for c in results["comparisons"]} == {("parzen", "cgan")}
+    per_face = np.load(tmp_path / "per_face.npz")
+    assert per_face["0_cmma/bound"].shape == (12,) and per_face["1_cgan/parzen"].shape == (6,)
+    assert per_face["0_cmma/bound"].mean() == pytest.approx(cmma["bound"]["nats"])
     assert results["machine"]["cpu_count"] >= 1
     saved = json.load(open(tmp_path / "results.json"))
     assert saved["settings"]["parzen_samples"] == 8
