@@ -47,7 +47,7 @@ import orbax.checkpoint as ocp
 from grain import checkpoint as grain_checkpoint
 from ml_collections import config_dict
 
-from cmma_jax import metrics, nets
+from cmma_jax import metrics, nets, train
 from cmma_jax.models import common
 
 Array = jax.Array
@@ -210,8 +210,6 @@ def train_step(state: common.TrainState, batch: Mapping[str, Array], key: Array,
 
 
 def _load_train_data(config, batch_size: int):
-    from cmma_jax import train  # the trainer's data helper; imported here to keep imports light
-
     return train.load_data(config, "train", batch_size=batch_size, shard=False)
 
 
@@ -243,13 +241,6 @@ def evaluate_classifier(params, config, split: str = "validation",
     return {"num_images": int(len(labels)), "accuracy": accuracy, "auc": auc,
             "mean_accuracy": float(np.mean(accuracy)),
             "mean_auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")}
-
-
-def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=int(config.training.keep_checkpoints),
-                                           create=True)
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                 options=options)
 
 
 def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -289,7 +280,7 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[st
 
     init_key, train_key = jax.random.split(jax.random.key(int(config.training.seed)))
     state = init_state(init_key, config, len(names))
-    manager = _checkpoint_manager(workdir, config)
+    manager = train.checkpoint_manager(workdir, config)
     latest = manager.latest_step()
     if latest is not None:
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
@@ -362,14 +353,4 @@ def load_classifier(workdir: str, step: int | None = None):
     with open(os.path.join(workdir, "attributes.json")) as f:
         names = tuple(json.load(f))
     template = init_state(jax.random.key(0), config, len(names))
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-    manager = _checkpoint_manager(workdir, config)
-    try:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"No checkpoint in {manager.directory}.")
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract)))
-    finally:
-        manager.close()
-    return config, names, restored["state"].params
+    return config, names, train.restore_state(workdir, config, template, step).params

@@ -217,7 +217,8 @@ def _hms(seconds: float) -> str:
 # Checkpoints
 
 
-def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+    """The Orbax manager of `<workdir>/checkpoints` (keeps `config.training.keep_checkpoints`)."""
     options = ocp.CheckpointManagerOptions(max_to_keep=int(config.training.keep_checkpoints),
                                            create=True)
     return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
@@ -279,8 +280,17 @@ def load_trained(workdir: str, step: int | None = None):
                "attributes": np.zeros((batch, len(attribute_names)), np.float32)}
     # A concrete template (not eval_shape) so that the restored state carries apply_fn and tx.
     template = model_lib.init_state(jax.random.key(0), config, example)
+    return config, attribute_names, restore_state(workdir, config, template, step)
+
+
+def restore_state(workdir: str, config, template, step: int | None = None):
+    """The train state saved in `workdir` at `step` (None: the latest), shaped like `template`.
+
+    Raises:
+      FileNotFoundError: if the workdir has no checkpoint.
+    """
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-    manager = _checkpoint_manager(workdir, config)
+    manager = checkpoint_manager(workdir, config)
     try:
         step = manager.latest_step() if step is None else step
         if step is None:
@@ -289,7 +299,7 @@ def load_trained(workdir: str, step: int | None = None):
             state=ocp.args.StandardRestore(abstract)))
     finally:
         manager.close()
-    return config, attribute_names, restored["state"]
+    return restored["state"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,7 +416,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> PyTre
     step_fn, place_state, place_batch, unplace_state, unplace_metrics = _make_step(
         model_lib, config, mesh, state)
 
-    manager = _checkpoint_manager(workdir, config)
+    manager = checkpoint_manager(workdir, config)
     latest = manager.latest_step()
     pmapped = config.training.parallelism == "pmap"
     if not pmapped:

@@ -208,24 +208,16 @@ def sample(params, attributes: Array, key: Array, temperature: float | Array = 1
 
 def encode(params, image: Array, attributes: Array, *, config) -> tuple[Array, Array]:
     """q(z | x, y): (h_μ, h_σ), each `[B, latent_dim]`."""
-    x, y = common.example_inputs({"image": image, "attributes": attributes})
-    model = get_model(config, y.shape[-1])
-    return model.apply({"params": params}, x, y, method=CMMA.encode)
+    return common.apply_to_images(get_model, params, image, attributes, CMMA.encode, config)
 
 
 def reconstruct(params, image: Array, attributes: Array, *, config) -> Array:
     """g_μ(h_μ(x)), `[B, 64, 64, 3]`."""
-    x, y = common.example_inputs({"image": image, "attributes": attributes})
-    model = get_model(config, y.shape[-1])
-    return model.apply({"params": params}, x, y, method=CMMA.reconstruct)
+    return common.apply_to_images(get_model, params, image, attributes, CMMA.reconstruct, config)
 
 
 def edit(params, image: Array, attrs_from: Array, attrs_to: Array, *, config) -> Array:
     """Changes the attributes of faces (erratum 8): g_μ(h_μ(x) + f_μ(y_to) - f_μ(y_from))."""
-    x, y_from = common.example_inputs({"image": image, "attributes": attrs_from})
-    y_to = jnp.asarray(attrs_to, jnp.float32)
-    if y_to.shape != y_from.shape:
-        raise ValueError(f"attrs_from has shape {y_from.shape} but attrs_to has shape "
-                         f"{y_to.shape}.")
+    x, y_from, y_to = common.edit_inputs(image, attrs_from, attrs_to)
     model = get_model(config, y_from.shape[-1])
     return model.apply({"params": params}, x, y_from, y_to, method=CMMA.edit)

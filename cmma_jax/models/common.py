@@ -162,6 +162,24 @@ def batch_inputs(batch: Mapping[str, Any]) -> tuple[Array, Array]:
     return example_inputs(batch)
 
 
+def edit_inputs(image: Array, attrs_from: Array, attrs_to: Array) -> tuple[Array, Array, Array]:
+    """(image, attrs_from, attrs_to) of an attribute edit as float32 arrays, shapes checked."""
+    x, y_from = example_inputs({"image": image, "attributes": attrs_from})
+    y_to = jnp.asarray(attrs_to, jnp.float32)
+    if y_to.shape != y_from.shape:
+        raise ValueError(f"attrs_from has shape {y_from.shape} but attrs_to has shape "
+                         f"{y_to.shape}.")
+    return x, y_from, y_to
+
+
+def apply_to_images(get_model: Callable[..., Any], params: PyTree, image: Array,
+                    attributes: Array, method, config) -> Any:
+    """`method` of the model `get_model(config, A)` applied to (image, attributes), checked and
+    float32: the body of every model's `encode` and `reconstruct`."""
+    x, y = example_inputs({"image": image, "attributes": attributes})
+    return get_model(config, y.shape[-1]).apply({"params": params}, x, y, method=method)
+
+
 @flax.struct.dataclass
 class GaussianVAEOutput:
     """What the forward pass of a Gaussian latent-variable model returns.

@@ -186,24 +186,16 @@ def sample(params, attributes: Array, key: Array, temperature: float | Array = 1
 
 def encode(params, image: Array, attributes: Array, *, config) -> tuple[Array, Array]:
     """q(z | x, y): (mean, log_var), each `[B, latent_dim]`."""
-    x, y = common.example_inputs({"image": image, "attributes": attributes})
-    model = get_model(config, y.shape[-1])
-    return model.apply({"params": params}, x, y, method=CVAE.encode)
+    return common.apply_to_images(get_model, params, image, attributes, CVAE.encode, config)
 
 
 def reconstruct(params, image: Array, attributes: Array, *, config) -> Array:
     """g_μ([h_μ(x, y); y]), `[B, 64, 64, 3]`."""
-    x, y = common.example_inputs({"image": image, "attributes": attributes})
-    model = get_model(config, y.shape[-1])
-    return model.apply({"params": params}, x, y, method=CVAE.reconstruct)
+    return common.apply_to_images(get_model, params, image, attributes, CVAE.reconstruct, config)
 
 
 def edit(params, image: Array, attrs_from: Array, attrs_to: Array, *, config) -> Array:
     """Changes the attributes of faces: g_μ([h_μ(x, y_from); y_to])."""
-    x, y_from = common.example_inputs({"image": image, "attributes": attrs_from})
-    y_to = jnp.asarray(attrs_to, jnp.float32)
-    if y_to.shape != y_from.shape:
-        raise ValueError(f"attrs_from has shape {y_from.shape} but attrs_to has shape "
-                         f"{y_to.shape}.")
+    x, y_from, y_to = common.edit_inputs(image, attrs_from, attrs_to)
     model = get_model(config, y_from.shape[-1])
     return model.apply({"params": params}, x, y_from, y_to, method=CVAE.edit)

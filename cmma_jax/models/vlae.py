@@ -282,16 +282,12 @@ def sample(params, attributes: Array, key: Array, temperature: float | Array = 1
 
 def encode(params, image: Array, attributes: Array, *, config) -> tuple[list[Array], list[Array]]:
     """q(z_l | x): (means, log_vars), lists of 4 arrays `[B, d_l]`."""
-    x, y = common.example_inputs({"image": image, "attributes": attributes})
-    model = get_model(config, y.shape[-1])
-    return model.apply({"params": params}, x, y, method=VLAE.encode)
+    return common.apply_to_images(get_model, params, image, attributes, VLAE.encode, config)
 
 
 def reconstruct(params, image: Array, attributes: Array, *, config) -> Array:
     """g_μ(posterior means[, y]), `[B, 64, 64, 3]`."""
-    x, y = common.example_inputs({"image": image, "attributes": attributes})
-    model = get_model(config, y.shape[-1])
-    return model.apply({"params": params}, x, y, method=VLAE.reconstruct)
+    return common.apply_to_images(get_model, params, image, attributes, VLAE.reconstruct, config)
 
 
 def edit(params, image: Array, attrs_from: Array, attrs_to: Array, *, config) -> Array:
@@ -300,11 +296,7 @@ def edit(params, image: Array, attrs_from: Array, attrs_to: Array, *, config) ->
     if not config.model.get("conditional", True):
         raise ValueError("vlae.edit needs a conditional VLAE (config.model.conditional=True); "
                          "for an unconditional one use vlae.face_arithmetic.")
-    x, y_from = common.example_inputs({"image": image, "attributes": attrs_from})
-    y_to = jnp.asarray(attrs_to, jnp.float32)
-    if y_to.shape != y_from.shape:
-        raise ValueError(f"attrs_from has shape {y_from.shape} but attrs_to has shape "
-                         f"{y_to.shape}.")
+    x, y_from, y_to = common.edit_inputs(image, attrs_from, attrs_to)
     model = get_model(config, y_from.shape[-1])
     return model.apply({"params": params}, x, y_from, y_to, method=VLAE.edit)
 
