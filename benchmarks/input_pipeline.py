@@ -11,7 +11,7 @@ The default consumer rate, 16 images/sec, is the best paper-size CMMA train step
 the 2-core CPU machine this project is developed on (a step at batch 64 takes >= 4 s); pass the
 rate measured for your model and machine. The target is a ratio of at least 5.
 
-Datasets: synthetic_faces (the default variant, prepared in --data_dir on first use); celeba
+Datasets: synthetic_faces (the default variant, prepared in --prepared_dir on first use); celeba
 from --celeba_dir (default ../shared/data/celeba beside the checkout; skipped if absent); lfw
 from --lfw_dir, or, when none is given, from a folder written here in LFWcrop's layout with random
 64x64 faces and scores (the same code path as the real files: PPM faces prepared into the same
@@ -94,7 +94,9 @@ def time_pipeline(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--data_dir", default=None, help="prepared datasets (default: pipeline.default_data_dir())"
+        "--prepared_dir",
+        default=None,
+        help="prepared datasets (default: pipeline.default_prepared_dir())",
     )
     parser.add_argument("--celeba_dir", default=DEFAULT_CELEBA)
     parser.add_argument(
@@ -113,24 +115,24 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    data_dir = args.data_dir or pipeline.default_data_dir()
+    prepared_dir = args.prepared_dir or pipeline.default_prepared_dir()
     workers = [int(w) for w in args.workers.split(",")]
     tmp = tempfile.TemporaryDirectory()
     configs = []
     for name in args.datasets.split(","):
         if name == "synthetic_faces":
-            configs.append((name, {"data_dir": data_dir}, "default size (20,000 train)"))
+            configs.append((name, {"prepared_dir": prepared_dir}, "default size (20,000 train)"))
         elif name == "celeba":
             if not os.path.isdir(args.celeba_dir):
                 print(f"# celeba skipped: {args.celeba_dir} not found")
                 continue
             configs.append(
-                (name, {"data_dir": data_dir, "source_dir": args.celeba_dir}, args.celeba_dir)
+                (name, {"prepared_dir": prepared_dir, "data_dir": args.celeba_dir}, args.celeba_dir)
             )
         elif name == "lfw":
             if args.lfw_dir:
                 configs.append(
-                    (name, {"data_dir": data_dir, "source_dir": args.lfw_dir}, args.lfw_dir)
+                    (name, {"prepared_dir": prepared_dir, "data_dir": args.lfw_dir}, args.lfw_dir)
                 )
             else:
                 root = write_lfw_like_folder(os.path.join(tmp.name, "lfw"))
@@ -138,8 +140,8 @@ def main() -> None:
                     (
                         name,
                         {
-                            "data_dir": os.path.join(tmp.name, "tfds"),
-                            "source_dir": root,
+                            "prepared_dir": os.path.join(tmp.name, "tfds"),
+                            "data_dir": root,
                             "options": {"num_train": 2_000, "num_validation": 200},
                         },
                         "generated LFW-format folder, 2,000 train",

@@ -1,7 +1,7 @@
 """Training throughput of the real jitted train step: steps/s, images/s, FLOPs and utilisation.
 
 For each model, preset, batch size and convolution implementation (`model.conv_impl`), on the
-devices present: the step the trainer runs (`cmma_jax.train._make_step`: `jax.jit` of
+devices present: the step the trainer runs (`cmma_jax.train.make_step`: `jax.jit` of
 `functools.partial(model.train_step, config=config)`, state donated, batch sharded over a mesh of
 all devices) is compiled first (compile time reported separately), then timed over repeats with
 `block_until_ready()`; the median is reported. A trace counter (`chex.assert_max_traces(n=1)`)
@@ -37,7 +37,6 @@ import platform
 import statistics
 import sys
 import time
-import types
 from typing import Any
 
 from absl import app, flags
@@ -48,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmma_jax import nets, parallel, train
+from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.models import MODELS
 
 FLAGS = flags.FLAGS
@@ -142,7 +142,7 @@ def make_batch(batch_size: int, num_attributes: int, seed: int = 0) -> dict[str,
     """A batch of the real shapes and ranges (host numpy arrays)."""
     rng = np.random.default_rng(seed)
     return {
-        "image": rng.uniform(size=(batch_size, 64, 64, 3)).astype(np.float32),
+        "image": rng.uniform(size=(batch_size, *IMAGE_SHAPE)).astype(np.float32),
         "attributes": (rng.uniform(size=(batch_size, num_attributes)) > 0.5).astype(np.float32),
     }
 
@@ -168,10 +168,10 @@ class Step:
         mesh = parallel.make_mesh()
         chex.clear_trace_counter()
         # The trainer's own step construction, with a trace counter around the model's step.
-        counted = types.SimpleNamespace(train_step=chex.assert_max_traces(lib.train_step, n=1))
-        self._step, put_state, put_batch = train._make_step(counted, self.config, mesh, state)[:3]
-        self.state = put_state(state)
-        self.batch = put_batch(host_batch)
+        fns = train.make_step(chex.assert_max_traces(lib.train_step, n=1), self.config, mesh)
+        self._step = fns.step
+        self.state = fns.place_state(state)
+        self.batch = fns.place_batch(host_batch)
         self._keys = [jax.random.fold_in(jax.random.key(seed + 1), i) for i in range(64)]
         self._calls = 0
         start = time.perf_counter()

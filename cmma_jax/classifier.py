@@ -8,7 +8,7 @@ against those attributes, and scores the real test faces as the ceiling.
 
     config = classifier.get_config()
     config.data.name = "celeba"
-    config.data.source_dir = "../shared/data/celeba"
+    config.data.data_dir = "../shared/data/celeba"
     classifier.train_classifier(config, "workdirs/classifier_celeba")
     config, names, params = classifier.load_classifier("workdirs/classifier_celeba")
     probabilities = classifier.predict(params, images, config=config)     # [B, A] in (0, 1)
@@ -30,11 +30,8 @@ resumes from its latest checkpoint like `cmma_jax.train`.
 from __future__ import annotations
 
 import functools
-import json
-import logging
 import os
 import sys
-import time
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -43,11 +40,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from grain import checkpoint as grain_checkpoint
 from ml_collections import config_dict
 
-from cmma_jax import metrics, nets, train
+from cmma_jax import checkpoints, metrics, nets, parallel, train, workdirs
+from cmma_jax.configs import base as base_config
+from cmma_jax.data import reading
+from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.models import common
 
 Array = jax.Array
@@ -70,7 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
     """The classifier's config. Sections mirror the model configs (`cmma_jax.configs.base`), so the
     same data fields apply (`--config.data.options.num_train=...` and the like).
 
-    data: name, data_dir (prepared datasets), source_dir (raw folder of celeba/lfw), options,
+    data: name, data_dir (the raw folder of celeba/lfw), prepared_dir (prepared datasets), options,
       worker_count. The labels are always the "binary" attribute encoding.
     model: features (the convolution widths, one 2x2 pooling each), hidden (the dense layer),
       input_pool (average-pool the input by this factor first; 1: full resolution).
@@ -86,17 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.hidden = 128
     config.model.input_pool = 1
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "synthetic_faces"
-    config.data.data_dir = config_dict.placeholder(str)
-    config.data.source_dir = config_dict.placeholder(str)
-    config.data.attribute_encoding = "binary"
-    config.data.options = ml_collections.ConfigDict({
-        "num_train": config_dict.placeholder(int),
-        "num_validation": config_dict.placeholder(int),
-        "num_test": config_dict.placeholder(int),
-    })
-    config.data.worker_count = 0
+    config.data = base_config.data_config()  # the labels are always "binary"
 
     config.training = ml_collections.ConfigDict()
     config.training.batch_size = 64
@@ -136,8 +124,9 @@ class AttributeClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        if x.ndim != 4 or x.shape[1:] != (64, 64, 3):
-            raise ValueError(f"AttributeClassifier takes faces [B, 64, 64, 3], got {x.shape}.")
+        if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
+            raise ValueError(f"AttributeClassifier takes faces [B, {', '.join(map(str, IMAGE_SHAPE))}], "
+                             f"got {x.shape}.")
         h = x.astype(jnp.float32) * 2.0 - 1.0  # centred inputs
         if self.input_pool > 1:  # average-pool the input first: a cheaper, coarser classifier
             p = self.input_pool
@@ -162,7 +151,7 @@ def get_model(config, num_attributes: int) -> AttributeClassifier:
 def init_state(key: Array, config, num_attributes: int) -> common.TrainState:
     """A fresh train state (float32 parameters, Adam, int32 step 0)."""
     model = get_model(config, num_attributes)
-    example = jnp.zeros((1, 64, 64, 3), jnp.float32)
+    example = jnp.zeros((1, *IMAGE_SHAPE), jnp.float32)
     params = jax.jit(lambda k: common.init_params(model, k, example))(key)
     tx = optax.adam(config.optimizer.learning_rate, b1=config.optimizer.b1,
                     b2=config.optimizer.b2, eps=config.optimizer.eps)
@@ -209,10 +198,6 @@ def train_step(state: common.TrainState, batch: Mapping[str, Array], key: Array,
     return state.apply_gradients(grads=grads), {"loss": loss, "accuracy": accuracy}
 
 
-def _load_train_data(config, batch_size: int):
-    return train.load_data(config, "train", batch_size=batch_size, shard=False)
-
-
 def evaluate_classifier(params, config, split: str = "validation",
                         limit: int | None = None) -> dict[str, Any]:
     """Accuracy and ROC AUC of the classifier on the real faces of a split.
@@ -227,11 +212,10 @@ def evaluate_classifier(params, config, split: str = "validation",
       A dict: "num_images", "accuracy" and "auc" (per attribute, `[A]` numpy; AUC NaN where the
       labels are constant), "mean_accuracy", "mean_auc" (over the attributes with an AUC).
     """
-    from cmma_jax import evaluate  # evaluate imports this module: imported here, not at the top
-
     predict_fn = jax.jit(functools.partial(predict, config=config))
     probabilities, labels = [], []
-    for chunk in evaluate.split_chunks(config, split, batch_size=64, limit=limit):
+    seed = int(config.training.get("seed") or 0)
+    for chunk in reading.SplitReader(config.data, split, batch_size=64, limit=limit, seed=seed):
         p = np.asarray(predict_fn(params, chunk.images))[: chunk.num_valid]
         probabilities.append(p)
         labels.append(chunk.binary_attributes[: chunk.num_valid])
@@ -243,8 +227,25 @@ def evaluate_classifier(params, config, split: str = "validation",
             "mean_auc": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")}
 
 
+class _ValidationScores(train.Hook):
+    """The classifier's hook: validation accuracy and AUC every `eval_every` steps."""
+
+    def __init__(self, config):
+        self.config, self.every = config, int(config.training.eval_every)
+        self.scores = None
+
+    def __call__(self, state, step: int) -> dict[str, float]:
+        self.scores = evaluate_classifier(state.params, self.config, "validation",
+                                          self.config.training.get("num_eval"))
+        return {"val_accuracy": self.scores["mean_accuracy"],
+                "val_auc": self.scores["mean_auc"]}
+
+
 def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains the attribute classifier on the training split's real faces, resuming if it can.
+
+    The loop is the trainer's (`cmma_jax.train.fit`): the same checkpoints (state and data
+    position), metrics.jsonl, non-finite checks and progress display.
 
     Args:
       config: `get_config()` with overrides (dataset, steps, ...).
@@ -259,80 +260,31 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     """
     config = ml_collections.ConfigDict(config.to_dict())
     config.data.attribute_encoding = "binary"
-    for field in ("batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every"):
-        if int(config.training[field]) <= 0:
-            raise ValueError(f"training.{field} must be positive, got {config.training[field]}.")
+    train.check_positive(config.training, ("batch_size", "num_steps", "log_every",
+                                           "eval_every", "checkpoint_every"))
     os.makedirs(workdir, exist_ok=True)
-    batch_size = int(config.training.batch_size)
-    num_steps = int(config.training.num_steps)
-    train_data = _load_train_data(config, batch_size)
+    train_data = train.load_data(config, "train", batch_size=int(config.training.batch_size),
+                                 shard=False)
     names = list(train_data.attribute_names)
-    names_path = os.path.join(workdir, "attributes.json")
-    if os.path.exists(names_path):
-        with open(names_path) as f:
-            if json.load(f) != names:
-                raise ValueError(f"{workdir} holds a classifier of other attributes; use a new "
-                                 "--workdir.")
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2))
-    with open(names_path, "w") as f:
-        json.dump(names, f)
+    if os.path.exists(os.path.join(workdir, workdirs.ATTRIBUTES_FILE)):
+        if list(workdirs.read_workdir(workdir)[1]) != names:
+            train_data.close()
+            raise ValueError(f"{workdir} holds a classifier of other attributes; use a new "
+                             "--workdir.")
+    workdirs.write_records(workdir, config, names)
 
     init_key, train_key = jax.random.split(jax.random.key(int(config.training.seed)))
-    state = init_state(init_key, config, len(names))
-    manager = train.checkpoint_manager(workdir, config)
-    latest = manager.latest_step()
-    if latest is not None:
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-        restored = manager.restore(latest, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract),
-            data=grain_checkpoint.CheckpointRestore(train_data.iterator.grain_iterator)))
-        state = restored["state"]
-        logging.info("Resumed the classifier from step %d.", latest)
-    step_fn = jax.jit(functools.partial(train_step, config=config), donate_argnums=0)
-    start = int(state.step)
-    pending = []
-    t0 = time.perf_counter()
-    scores = None
-    with open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1) as log:
-        try:
-            for step in range(start, num_steps):
-                state, m = step_fn(state, next(train_data.iterator),
-                                   jax.random.fold_in(train_key, step))
-                pending.append(m)
-                done = step + 1
-                last = done == num_steps
-                record = {}
-                if done % int(config.training.log_every) == 0 or last:
-                    fetched = jax.device_get(pending)
-                    pending = []
-                    record.update({k: float(np.mean([p[k] for p in fetched]))
-                                   for k in fetched[0]})
-                    if not np.isfinite(record["loss"]):
-                        raise FloatingPointError(f"Non-finite classifier loss at step {done}.")
-                if done % int(config.training.eval_every) == 0 or last:
-                    scores = evaluate_classifier(state.params, config, "validation",
-                                                 config.training.get("num_eval"))
-                    record.update(val_accuracy=scores["mean_accuracy"],
-                                  val_auc=scores["mean_auc"])
-                if record:
-                    log.write(json.dumps({"step": done, **record}) + "\n")
-                    rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
-                    shown = " ".join(f"{k}={v:.4g}" for k, v in record.items())
-                    print(f"classifier step {done}/{num_steps} {shown} {rate:.2f} steps/s",
-                          file=sys.stderr, flush=True)
-                if done % int(config.training.checkpoint_every) == 0 or last:
-                    manager.save(done, args=ocp.args.Composite(
-                        state=ocp.args.StandardSave(state),
-                        data=grain_checkpoint.CheckpointSave(train_data.iterator.grain_iterator)))
-        finally:
-            manager.wait_until_finished()
-            manager.close()
-            train_data.close()
+    validation = _ValidationScores(config)
+    state = train.fit(workdir, config,
+                      init_state=lambda: init_state(init_key, config, len(names)),
+                      train_step=train_step, train_data=train_data, train_key=train_key,
+                      hooks=[validation], progress_label="classifier",
+                      progress_metrics=("loss", "accuracy"), progress_stream=sys.stderr)
+    scores = validation.scores
     if scores is None:  # nothing left to train: score the restored state
         scores = evaluate_classifier(state.params, config, "validation",
                                      config.training.get("num_eval"))
-    return {"step": int(state.step), **scores}
+    return {"step": int(parallel.host_copy(state.step)), **scores}
 
 
 def load_classifier(workdir: str, step: int | None = None):
@@ -340,17 +292,16 @@ def load_classifier(workdir: str, step: int | None = None):
 
     Raises:
       FileNotFoundError: if `workdir` has no classifier config or checkpoint.
+      ValueError: if `workdir` holds another model.
     """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: train a classifier first "
-                                "(python launch/train_classifier.py --workdir=...).")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    if not os.path.exists(os.path.join(workdir, workdirs.CONFIG_FILE)):
+        raise FileNotFoundError(f"{os.path.join(workdir, workdirs.CONFIG_FILE)} not found: train "
+                                "a classifier first (python launch/train_classifier.py "
+                                "--workdir=...).")
+    config, names = workdirs.read_workdir(workdir)
     if config.model.get("name") != "attribute_classifier":
         raise ValueError(f"{workdir} is not an attribute classifier's workdir "
                          f"(its model is {config.model.get('name')!r}).")
-    with open(os.path.join(workdir, "attributes.json")) as f:
-        names = tuple(json.load(f))
-    template = init_state(jax.random.key(0), config, len(names))
-    return config, names, train.restore_state(workdir, config, template, step).params
+    abstract = jax.eval_shape(lambda k: init_state(k, config, len(names)), jax.random.key(0))
+    state, _ = checkpoints.restore_state(workdir, abstract, step)
+    return config, names, state.params

@@ -1,10 +1,5 @@
-"""Image grids written as PNG: samples, reconstructions, attribute grids, edits, traversals.
-
-Images are float arrays in [0, 1] of shape `[N, H, W, 3]` (or `[rows, cols, H, W, 3]`). Grids can
-carry row and column labels, drawn with Pillow's built-in font.
-
-The second half draws the papers' figures from trained models (`generate_figures`, the library of
-`launch/generate.py`):
+"""The papers' figures from trained models (`generate_figures`, the library of
+`launch/generate.py`), drawn as labelled grids of `cmma_jax.images`:
 
 - Faces from attributes (CMMA paper, Figure 4): rows set two attributes on/off (Male with Asian on
   LFW, Male with Pale_Skin on CelebA), columns switch one more attribute on at a time (no change,
@@ -29,125 +24,14 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Float images in [0, 1] (values outside are clipped) -> uint8 in [0, 255]."""
-    return np.round(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def image_grid(images: np.ndarray, num_cols: int | None = None, pad: int = 2,
-               background: int = 255) -> np.ndarray:
-    """Tiles images into one picture.
-
-    Args:
-      images: `[N, H, W, C]` in [0, 1], or `[rows, cols, H, W, C]` (then `num_cols` is `cols`).
-      num_cols: images per row for the `[N, ...]` form (default: about sqrt(N)).
-      pad: pixels between tiles.
-      background: grey level of the padding, 0-255.
-
-    Returns:
-      A uint8 array `[rows * (H + pad) + pad, cols * (W + pad) + pad, C]`.
-    """
-    images = np.asarray(images)
-    if images.ndim == 5:
-        rows, num_cols = images.shape[:2]
-        images = images.reshape((-1,) + images.shape[2:])
-    elif images.ndim == 4:
-        num_cols = num_cols or int(np.ceil(np.sqrt(len(images))))
-        rows = int(np.ceil(len(images) / num_cols))
-    else:
-        raise ValueError(f"image_grid takes [N, H, W, C] or [rows, cols, H, W, C] images, got "
-                         f"shape {images.shape}.")
-    n, h, w, c = images.shape
-    tiles = to_uint8(images)
-    grid = np.full((rows * (h + pad) + pad, num_cols * (w + pad) + pad, c), background, np.uint8)
-    for i in range(n):
-        r, col = divmod(i, num_cols)
-        top, left = pad + r * (h + pad), pad + col * (w + pad)
-        grid[top:top + h, left:left + w] = tiles[i]
-    return grid
-
-
-def _font():
-    return ImageFont.load_default()
-
-
-def labelled_grid(images: np.ndarray, row_labels: Sequence[str] | None = None,
-                  col_labels: Sequence[str] | None = None, pad: int = 2,
-                  title: str | None = None) -> Image.Image:
-    """A grid of `[rows, cols, H, W, 3]` images with row labels on the left and column labels on
-    top (and an optional title), as a Pillow image."""
-    images = np.asarray(images)
-    if images.ndim != 5:
-        raise ValueError(f"labelled_grid takes [rows, cols, H, W, 3] images, got {images.shape}.")
-    rows, cols = images.shape[:2]
-    if row_labels is not None and len(row_labels) != rows:
-        raise ValueError(f"{len(row_labels)} row labels for {rows} rows.")
-    if col_labels is not None and len(col_labels) != cols:
-        raise ValueError(f"{len(col_labels)} column labels for {cols} columns.")
-    grid = Image.fromarray(image_grid(images, pad=pad))
-    font = _font()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def text_size(text):
-        left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
-        return right - left, bottom - top
-
-    line_h = text_size("Ag")[1] + 4
-    left_w = (max(text_size(t)[0] for t in row_labels) + 8) if row_labels else 0
-    # Column labels may be wider than a tile: wrap them on '_' and spaces into several lines.
-    tile_w = images.shape[3] + pad
-    wrapped = [_wrap(t, tile_w, text_size) for t in col_labels] if col_labels else []
-    top_h = (max(len(w) for w in wrapped) * line_h + 4) if wrapped else 0
-    title_h = line_h + 4 if title else 0
-    canvas = Image.new("RGB", (left_w + grid.width, title_h + top_h + grid.height), "white")
-    canvas.paste(grid, (left_w, title_h + top_h))
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((4, 2), title, fill="black", font=font)
-    for j, lines in enumerate(wrapped):
-        for k, line in enumerate(lines):
-            draw.text((left_w + pad + j * tile_w, title_h + 2 + k * line_h), line, fill="black",
-                      font=font)
-    if row_labels:
-        tile_h = images.shape[2] + pad
-        for i, text in enumerate(row_labels):
-            y = title_h + top_h + pad + i * tile_h + (images.shape[2] - line_h) // 2
-            draw.text((4, y), text, fill="black", font=font)
-    return canvas
-
-
-def _wrap(text: str, width: int, text_size) -> list[str]:
-    words = text.replace("_", "_ ").split()
-    lines, current = [], ""
-    for word in words:
-        candidate = current + ("" if current.endswith("_") or not current else " ") + word
-        if current and text_size(candidate)[0] > width - 2:
-            lines.append(current)
-            current = word
-        else:
-            current = candidate
-    if current:
-        lines.append(current)
-    return lines or [""]
-
-
-def save_png(path: str, image: Image.Image | np.ndarray, colors: int | None = None) -> str:
-    """Writes a Pillow image or a uint8 array as PNG, creating the folder; returns the path.
-
-    With `colors` (2-256) the image is quantised to a palette of that many colours first, which
-    makes grids of faces several times smaller (for documentation).
-    """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if not isinstance(image, Image.Image):
-        image = Image.fromarray(np.asarray(image))
-    if colors is not None:
-        image = image.convert("RGB").quantize(colors=int(colors), method=Image.Quantize.MEDIANCUT)
-    image.save(path, format="PNG", optimize=colors is not None)
-    return path
+from cmma_jax import data
+from cmma_jax.data.reading import SplitReader
+from cmma_jax.images import hstack_images, labelled_grid, save_png
+from cmma_jax.workdirs import load_model, read_workdir
 
 
 # =============================================================================================
@@ -219,13 +103,11 @@ def on_off_values(raw_attributes: np.ndarray, encoding: str) -> tuple[np.ndarray
     Returns:
       `(on, off)`, each `[A]` float32.
     """
-    from cmma_jax.data import pipeline
-
     raw = np.asarray(raw_attributes, np.float32)
-    encoded = pipeline.encode_attributes(raw, encoding)
+    encoded = data.encode_attributes(raw, encoding)
     present = raw > 0
-    nominal_on = pipeline.encode_attributes(np.ones((1, raw.shape[1]), np.float32), encoding)[0]
-    nominal_off = pipeline.encode_attributes(-np.ones((1, raw.shape[1]), np.float32), encoding)[0]
+    nominal_on = data.encode_attributes(np.ones((1, raw.shape[1]), np.float32), encoding)[0]
+    nominal_off = data.encode_attributes(-np.ones((1, raw.shape[1]), np.float32), encoding)[0]
     n_on, n_off = present.sum(0), (~present).sum(0)
     on = np.where(n_on > 0, (encoded * present).sum(0) / np.maximum(n_on, 1), nominal_on)
     off = np.where(n_off > 0, (encoded * ~present).sum(0) / np.maximum(n_off, 1), nominal_off)
@@ -264,8 +146,6 @@ def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
         raise ValueError(f"Figure 4 takes two row attributes, got {list(rows)}.")
     if base not in ("mode", "zeros", "mean"):
         raise ValueError(f"base must be 'mode', 'zeros' or 'mean', got {base!r}.")
-    from cmma_jax.data import pipeline
-
     r1, r2 = attribute_indices(rows, names, dataset)
     cols = attribute_indices(columns, names, dataset)
     raw = np.asarray(raw_attributes, np.float32)
@@ -280,7 +160,7 @@ def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
         elif base == "zeros":
             row = off.copy()
         else:
-            row = pipeline.encode_attributes(subset, encoding).mean(0)
+            row = data.encode_attributes(subset, encoding).mean(0)
         row = np.asarray(row, np.float32)
         row[r1] = on[r1] if v1 else off[r1]
         row[r2] = on[r2] if v2 else off[r2]
@@ -299,28 +179,15 @@ def toggled_attributes(raw_attributes: np.ndarray, index: int, encoding: str,
                        on: np.ndarray, off: np.ndarray) -> np.ndarray:
     """Each face's attributes (in `encoding`) with attribute `index` switched: present -> absent,
     absent -> present. `[n, A]`."""
-    from cmma_jax.data import pipeline
-
     raw = np.asarray(raw_attributes, np.float32)
-    out = pipeline.encode_attributes(raw, encoding).copy()
+    out = data.encode_attributes(raw, encoding).copy()
     out[:, index] = np.where(raw[:, index] > 0, off[index], on[index])
     return out
 
 
-def hstack_images(images: Sequence[Image.Image], gap: int = 12) -> Image.Image:
-    """Pillow images side by side on white, top-aligned."""
-    width = sum(im.width for im in images) + gap * (len(images) - 1)
-    height = max(im.height for im in images)
-    canvas = Image.new("RGB", (width, height), "white")
-    x = 0
-    for im in images:
-        canvas.paste(im, (x, 0))
-        x += im.width + gap
-    return canvas
-
-
-def _models_with(models, attribute: str):
-    return [m for m in models if hasattr(m.module, attribute)]
+def _models_with(models, capability: str):
+    """The models that can do `capability` (`cmma_jax.models.CAPABILITIES`)."""
+    return [m for m in models if capability in m.capabilities]
 
 
 def faces_from_attributes_figure(models, raw_attributes: np.ndarray, names: Sequence[str], *,
@@ -331,7 +198,7 @@ def faces_from_attributes_figure(models, raw_attributes: np.ndarray, names: Sequ
     attribute switched on), side by side.
 
     Args:
-      models: `cmma_jax.evaluate.TrainedModel`s that can `sample`.
+      models: `cmma_jax.workdirs.TrainedModel`s; those that cannot `sample` are left out.
       raw_attributes: `[N, A]` raw attributes of the faces the row bases come from.
       names: the attribute names.
       rows, columns, base: as `attribute_grid_inputs`.
@@ -343,7 +210,7 @@ def faces_from_attributes_figure(models, raw_attributes: np.ndarray, names: Sequ
         attrs, row_labels, col_labels = attribute_grid_inputs(
             raw_attributes, names, rows, columns, m.encoding, base, dataset)
         r, c, a = attrs.shape
-        sample = jax.jit(functools.partial(m.module.sample, config=m.config))
+        sample = jax.jit(functools.partial(m.model_lib.sample, config=m.config))
         # One noise draw shared by all cells (batch of one, tiled), so that only the attributes
         # change from cell to cell.
         flat = jnp.asarray(attrs.reshape(r * c, a))
@@ -371,7 +238,7 @@ def edit_figure(models, images: np.ndarray, raw_attributes: np.ndarray, names: S
 
     Args:
       models: `TrainedModel`s; those without `edit` (the CGAN) are left out.
-      images: `[n, 64, 64, 3]` faces.
+      images: `[n, H, W, 3]` faces.
       raw_attributes: `[n, A]` their raw attributes.
       names: the attribute names.
       edits: the attributes to switch.
@@ -382,13 +249,9 @@ def edit_figure(models, images: np.ndarray, raw_attributes: np.ndarray, names: S
     raw = np.asarray(raw_attributes, np.float32)
     panels = []
     for m in _models_with(models, "edit"):
-        if m.name == "vlae" and not m.config.model.get("conditional", True):
-            continue
-        from cmma_jax.data import pipeline
-
         on, off = on_off_values(raw if on_off_from is None else on_off_from, m.encoding)
-        edit = jax.jit(functools.partial(m.module.edit, config=m.config))
-        y = pipeline.encode_attributes(raw, m.encoding)
+        edit = jax.jit(functools.partial(m.model_lib.edit, config=m.config))
+        y = data.encode_attributes(raw, m.encoding)
         rows = [np.asarray(images), np.asarray(edit(m.params, images, y, y))]
         labels = ["original", "no change"]
         for i, name in zip(idx, edits):
@@ -412,14 +275,10 @@ def removal_figure(models, images: np.ndarray, raw_attributes: np.ndarray, names
     if not np.all(raw[:, i] > 0):
         raise ValueError(f"removal_figure: every face must have {attribute}.")
     rows, labels = [np.asarray(images)], ["original"]
-    from cmma_jax.data import pipeline
-
     for m in _models_with(models, "edit"):
-        if m.name == "vlae" and not m.config.model.get("conditional", True):
-            continue
         on, off = on_off_values(raw if on_off_from is None else on_off_from, m.encoding)
-        edit = jax.jit(functools.partial(m.module.edit, config=m.config))
-        y = pipeline.encode_attributes(raw, m.encoding)
+        edit = jax.jit(functools.partial(m.model_lib.edit, config=m.config))
+        y = data.encode_attributes(raw, m.encoding)
         rows.append(np.asarray(edit(m.params, images, y,
                                     toggled_attributes(raw, i, m.encoding, on, off))))
         labels.append(f"{m.name}: without {attribute}")
@@ -446,12 +305,12 @@ def traversal_figure(model, images: np.ndarray, attributes: np.ndarray, *,
 
     Args:
       model: a `TrainedModel` of the vlae.
-      images: `[n, 64, 64, 3]` faces; attributes: `[n, A]` in the model's encoding.
+      images: `[n, H, W, 3]` faces; attributes: `[n, A]` in the model's encoding.
       values: the values of the moving coordinate.
       dims: one dimension per layer.
       face_labels: n labels ("face 12").
     """
-    vlae = model.module
+    vlae = model.model_lib
     means, _ = vlae.encode(model.params, images, attributes, config=model.config)
     means = [np.asarray(mu) for mu in means]
     if len(dims) != len(means):
@@ -481,11 +340,11 @@ def arithmetic_figure(model, triples: Sequence[tuple[int, int, int]], images: np
     Args:
       model: a `TrainedModel` of the vlae.
       triples: (a, b, c) indices into `images`, one row each.
-      images: `[N, 64, 64, 3]` faces; attributes: `[N, A]` in the model's encoding.
+      images: `[N, H, W, 3]` faces; attributes: `[N, A]` in the model's encoding.
       column_labels: 4 labels (A, B, C, result).
     """
     a, b, c = (np.asarray(t) for t in zip(*triples))
-    result = model.module.face_arithmetic(model.params, images[a], images[b], images[c],
+    result = model.model_lib.face_arithmetic(model.params, images[a], images[b], images[c],
                                           attributes[a], attributes[b], attributes[c],
                                           config=model.config)
     grid = np.stack([images[a], images[b], images[c], np.asarray(result)], axis=1)
@@ -542,7 +401,8 @@ class FigureSettings:
       arithmetic_faces: explicit (a, b, c) triples of split indices (overrides `arithmetic`).
       num_triples: rows of the arithmetic figure.
       seed: noise seed.
-      data_dir, source_dir: overrides of where the data is.
+      data_dir, prepared_dir: where the raw folder and the prepared datasets are now, if they
+        moved since training (None: as the models were trained).
       png_colors: quantise the PNGs to this many colours (smaller files; None: full colour).
     """
 
@@ -564,7 +424,7 @@ class FigureSettings:
     num_triples: int = 4
     seed: int = 0
     data_dir: str | None = None
-    source_dir: str | None = None
+    prepared_dir: str | None = None
     png_colors: int | None = None
 
     def __post_init__(self):
@@ -596,14 +456,11 @@ def generate_figures(workdirs: Sequence[str], output_dir: str,
       ValueError: for an unknown attribute name (the message lists the dataset's attributes),
         models of different datasets, or face indices outside the faces read.
     """
-    from cmma_jax import evaluate
-    from cmma_jax.data import pipeline
-
     settings = settings or FigureSettings()
     if not workdirs:
         raise ValueError("No workdirs to draw figures from.")
     # The names are checked before any model is loaded: a typo fails at once.
-    first_config, names = evaluate.read_workdir(workdirs[0])
+    first_config, names = read_workdir(workdirs[0])
     dataset = first_config.data.name
     defaults = figure_defaults(dataset) if dataset in FIGURE_DEFAULTS else {}
 
@@ -621,16 +478,23 @@ def generate_figures(workdirs: Sequence[str], output_dir: str,
     label = f"dataset {dataset!r}"
     attribute_indices(list(rows) + list(columns) + list(edits) + [remove] + list(arithmetic),
                       names, label)
-    models = [evaluate.load_model(w) for w in workdirs]
-    data_config = evaluate.data_config_for(models, data_dir=settings.data_dir,
-                                           source_dir=settings.source_dir)
+    models = [load_model(w) for w in workdirs]
+    section = ml_collections.ConfigDict(models[0].config.data.to_dict())
+    for m in models[1:]:
+        if (m.config.data.name, m.attribute_names) != (section.name, models[0].attribute_names):
+            raise ValueError(f"{m.workdir} and {models[0].workdir} were trained on different "
+                             "datasets or attributes: draw figures of one dataset together.")
+    if settings.data_dir is not None:
+        section.data_dir = settings.data_dir
+    if settings.prepared_dir is not None:
+        section.prepared_dir = settings.prepared_dir
 
     needed = settings.pool_size
     if settings.faces:
         needed = max(needed, max(settings.faces) + 1)
     if settings.arithmetic_faces:
         needed = max(needed, max(max(t) for t in settings.arithmetic_faces) + 1)
-    reader = evaluate.SplitReader(data_config, settings.split, batch_size=64, limit=needed)
+    reader = SplitReader(section, settings.split, batch_size=64, limit=needed)
     chunks = list(reader)
     images = np.concatenate([c.images[: c.num_valid] for c in chunks])
     raw = np.concatenate([c.raw_attributes[: c.num_valid] for c in chunks])
@@ -653,8 +517,7 @@ def generate_figures(workdirs: Sequence[str], output_dir: str,
         save("faces_from_attributes", faces_from_attributes_figure(
             models, raw, names, rows=rows, columns=columns, base=settings.base,
             temperature=settings.temperature, seed=settings.seed, dataset=label))
-    editors = [m for m in _models_with(models, "edit")
-               if m.name != "vlae" or m.config.model.get("conditional", True)]
+    editors = _models_with(models, "edit")
     if "edits" in settings.figures:
         if editors:
             save("edits", edit_figure(editors, images[faces], raw[faces], names, edits=edits,
@@ -673,17 +536,17 @@ def generate_figures(workdirs: Sequence[str], output_dir: str,
                 editors, images[with_attribute], raw[with_attribute], names, attribute=remove,
                 face_labels=[f"face {f}" for f in with_attribute], on_off_from=raw,
                 dataset=label))
-    ladders = [m for m in models if m.name == "vlae"]
+    ladders = _models_with(models, "traverse")
     if ("traversals" in settings.figures or "arithmetic" in settings.figures) and not ladders:
         log("skipped traversals and arithmetic: no ladder model (vlae) among the workdirs")
     for m in ladders:
         tag = os.path.basename(os.path.normpath(m.workdir))
-        y_all = pipeline.encode_attributes(raw, m.encoding)
+        y_all = data.encode_attributes(raw, m.encoding)
         if "traversals" in settings.figures:
             if settings.traverse_dims is not None:
                 dims = list(settings.traverse_dims)
             else:
-                means, _ = m.module.encode(m.params, images[:256], y_all[:256], config=m.config)
+                means, _ = m.model_lib.encode(m.params, images[:256], y_all[:256], config=m.config)
                 dims = most_varied_dimensions(means)
             low, high, count = settings.traverse_values
             values = np.linspace(float(low), float(high), int(count))
@@ -697,7 +560,7 @@ def generate_figures(workdirs: Sequence[str], output_dir: str,
             else:
                 triples = arithmetic_triples(raw, names, arithmetic, settings.num_triples, label)
                 a1, a2 = arithmetic
-                labels = [f"A: {a1}, {a2}", f"B: {a1}", f"C: neither", f"A-B+C"]
+                labels = [f"A: {a1}, {a2}", f"B: {a1}", "C: neither", "A-B+C"]
             save(f"arithmetic_{tag}", arithmetic_figure(m, triples, images, y_all,
                                                         column_labels=labels))
     return written

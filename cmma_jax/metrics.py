@@ -38,6 +38,7 @@ __all__ = [
     "parzen_log_likelihood",
     "parzen_log_likelihood_from_fn",
     "select_parzen_sigma",
+    "best_sigma",
     "average_ranks",
     "roc_auc",
     "attribute_auc",
@@ -299,8 +300,23 @@ def select_parzen_sigma(
     """
     sig = _as_sigmas(sigmas)
     per_point = _parzen_grid(x, samples, sig, test_chunk, sample_chunk)  # [K, B]
-    means = jnp.mean(per_point, axis=1)
-    return float(sig[int(jnp.argmax(means))]), means
+    return best_sigma(sig, per_point)
+
+
+def best_sigma(sigmas: ArrayLike | Sequence[float], log_likelihoods: ArrayLike
+               ) -> tuple[float, Array | np.ndarray]:
+    """The σ of a grid with the highest mean log-likelihood over the points.
+
+    Args:
+      sigmas: the grid, `[K]`.
+      log_likelihoods: `[K, B]`, the log-likelihood of each of B points for each σ (numpy or
+        jax; the means keep its type and dtype).
+
+    Returns:
+      `(best_sigma, mean_log_likelihoods)`: a Python float, and the `[K]` means.
+    """
+    means = log_likelihoods.mean(axis=1)
+    return float(np.asarray(sigmas)[int(np.argmax(np.asarray(means)))]), means
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def main(argv):
         parzen_batch=FLAGS.parzen_batch, parzen_sample_chunk=FLAGS.parzen_sample_chunk,
         classifier_workdir=FLAGS.classifier_workdir,
         fidelity_temperature=FLAGS.fidelity_temperature, seed=FLAGS.seed,
-        data_dir=FLAGS.prepared_dir, source_dir=FLAGS.data_dir, show_progress=FLAGS.progress,
+        data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir, show_progress=FLAGS.progress,
         **extra)
     evaluate.evaluate_workdirs(FLAGS.workdirs, settings, FLAGS.output_dir)
     print(f"Wrote {FLAGS.output_dir}/results.json and {FLAGS.output_dir}/results.md", flush=True)

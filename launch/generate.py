@@ -74,7 +74,7 @@ def main(argv):
         traverse_values=(float(low), float(high), int(count)),
         traverse_dims=_tuple(FLAGS.traverse_dims, int), arithmetic=_tuple(FLAGS.arithmetic),
         arithmetic_faces=triples, num_triples=FLAGS.num_triples, seed=FLAGS.seed,
-        data_dir=FLAGS.prepared_dir, source_dir=FLAGS.data_dir, png_colors=FLAGS.png_colors)
+        data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir, png_colors=FLAGS.png_colors)
     written = figures.generate_figures(FLAGS.workdirs, FLAGS.output_dir, settings)
     print(f"Wrote {len(written)} figure(s) in {FLAGS.output_dir}", flush=True)
 

@@ -47,7 +47,9 @@ flags.DEFINE_string("workdir", None, "Checkpoints, metrics and samples go here "
 flags.DEFINE_string("dataset", None, "synthetic_faces (default, offline), celeba (a local "
                     "folder), celeb_a (upstream tfds) or lfw. Sets config.data.name.")
 flags.DEFINE_string("data_dir", None, "The raw dataset folder for celeba or lfw (e.g. "
-                    "../shared/data/celeba). Sets config.data.source_dir.")
+                    "../shared/data/celeba). Sets config.data.data_dir.")
+flags.DEFINE_string("prepared_dir", None, "Where prepared datasets are cached (default "
+                    "$CMMA_DATA_DIR, else ~/tensorflow_datasets). Sets config.data.prepared_dir.")
 flags.DEFINE_string("preset", None, "paper, small, tiny or auto (paper on an accelerator, small "
                     "on a CPU). Sets config.model.preset.")
 flags.DEFINE_enum("parallelism", None, ["mesh", "pmap"], "Data parallelism over all devices: "
@@ -82,7 +84,9 @@ def main(argv):
         if FLAGS.dataset:
             config.data.name = FLAGS.dataset
         if FLAGS.data_dir:
-            config.data.source_dir = FLAGS.data_dir
+            config.data.data_dir = FLAGS.data_dir
+        if FLAGS.prepared_dir:
+            config.data.prepared_dir = FLAGS.prepared_dir
         if FLAGS.preset:
             config.model.preset = FLAGS.preset
         if FLAGS.parallelism:

@@ -26,9 +26,9 @@ flags.DEFINE_string("workdir", None, "Checkpoints and metrics go here (default: 
 flags.DEFINE_string("dataset", None, "synthetic_faces (default), celeba, celeb_a or lfw. Sets "
                     "config.data.name.")
 flags.DEFINE_string("data_dir", None, "The raw dataset folder for celeba or lfw. Sets "
-                    "config.data.source_dir.")
+                    "config.data.data_dir.")
 flags.DEFINE_string("prepared_dir", None,
-                    "Where prepared datasets live. Sets config.data.data_dir.")
+                    "Where prepared datasets live. Sets config.data.prepared_dir.")
 flags.DEFINE_integer("num_steps", None, "Training steps. Sets config.training.num_steps.")
 
 
@@ -39,9 +39,9 @@ def main(argv):
     if FLAGS.dataset:
         config.data.name = FLAGS.dataset
     if FLAGS.data_dir:
-        config.data.source_dir = FLAGS.data_dir
+        config.data.data_dir = FLAGS.data_dir
     if FLAGS.prepared_dir:
-        config.data.data_dir = FLAGS.prepared_dir
+        config.data.prepared_dir = FLAGS.prepared_dir
     if FLAGS.num_steps:
         config.training.num_steps = FLAGS.num_steps
     workdir = FLAGS.workdir or os.path.join("workdirs", f"classifier_{config.data.name}")

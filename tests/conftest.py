@@ -26,5 +26,5 @@ def tiny_data_dir(tmp_path_factory):
     from cmma_jax.data import pipeline
 
     data_dir = tmp_path_factory.mktemp("tfds")
-    pipeline.prepare("synthetic_faces", data_dir=str(data_dir), options=TINY_DATA_OPTIONS)
+    pipeline.prepare("synthetic_faces", prepared_dir=str(data_dir), options=TINY_DATA_OPTIONS)
     return str(data_dir)

@@ -17,7 +17,7 @@ def tiny_model_config(data_dir, model):
     from cmma_jax import configs
 
     config = configs.CONFIGS[model].get_config("tiny")
-    config.data.data_dir = data_dir
+    config.data.prepared_dir = data_dir
     config.data.options = dict(TINY_DATA_OPTIONS)
     config.training.update(batch_size=8, num_steps=2, log_every=1, checkpoint_every=2,
                            sample_every=2)
@@ -43,7 +43,7 @@ def classifier_config(data_dir, num_steps=300):
     from cmma_jax import classifier
 
     config = classifier.get_config()
-    config.data.data_dir = data_dir
+    config.data.prepared_dir = data_dir
     config.data.options = dict(CLASSIFIER_DATA_OPTIONS)
     config.model.update(features=(16, 32, 32), hidden=64, input_pool=2)
     config.optimizer.learning_rate = 2e-3

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from cmma_jax import classifier, metrics
+from cmma_jax.data import reading
 
 import eval_helpers
 
@@ -103,10 +104,8 @@ def test_the_classifier_learns_the_attributes_of_real_faces(trained):
 
 
 def _positive_rates(config, split, num_attributes):
-    from cmma_jax import evaluate
-
     labels = np.concatenate([c.binary_attributes[: c.num_valid] for c in
-                             evaluate.SplitReader(config, split, batch_size=64)])
+                             reading.SplitReader(config.data, split, batch_size=64)])
     assert labels.shape[1] == num_attributes
     return labels.mean(axis=0)
 

@@ -47,13 +47,13 @@ def shared_attributes():
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def prepared_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))
 
 
 @pytest.fixture(scope="module")
-def builder(data_dir):
-    b = celeba.CelebA(source_dir=str(SHARED), data_dir=data_dir)
+def builder(prepared_dir):
+    b = celeba.CelebA(source_dir=str(SHARED), data_dir=prepared_dir)
     b.download_and_prepare(file_format="array_record")
     return b
 
@@ -133,14 +133,14 @@ def test_crop_is_relative_to_the_image_size(builder):
     assert np.abs(_images.crop_celeba(big).astype(float) - expected).mean() < 8
 
 
-def test_pipeline_yields_the_attributes_in_order(builder, data_dir, shared_attributes):
+def test_pipeline_yields_the_attributes_in_order(builder, prepared_dir, shared_attributes):
     _, rows, order = shared_attributes
     data = pipeline.load(
         "celeba",
         "validation",
         batch_size=100,
-        data_dir=data_dir,
-        source_dir=str(SHARED),
+        data_dir=str(SHARED),
+        prepared_dir=prepared_dir,
         shard_index=0,
         shard_count=1,
     )
@@ -339,7 +339,7 @@ def test_upstream_celeb_a_has_the_same_output_format(tmp_path):
             "celeb_a",
             "train",
             batch_size=8,
-            data_dir=str(tmp_path),
+            prepared_dir=str(tmp_path),
             shuffle=False,
             encoding="signed",
             shard_index=0,
@@ -358,7 +358,7 @@ def test_upstream_celeb_a_has_the_same_output_format(tmp_path):
     np.testing.assert_allclose(
         batch["image"][0], _images.crop_celeba(records[0]["image"]) / 255.0, atol=1e-6
     )
-    with pytest.raises(ValueError, match="takes no source_dir"):
+    with pytest.raises(ValueError, match="takes no data_dir"):
         pipeline.load(
-            "celeb_a", "train", batch_size=8, source_dir=str(SHARED), data_dir=str(tmp_path)
+            "celeb_a", "train", batch_size=8, data_dir=str(SHARED), prepared_dir=str(tmp_path)
         )

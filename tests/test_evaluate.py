@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from cmma_jax import evaluate, losses, metrics
+from cmma_jax.data import reading
 
 import eval_helpers
 
@@ -120,7 +121,7 @@ def data():
 
 def _chunks(data, batch_size):
     _, x, y = data
-    return evaluate.chunks_from_arrays(x, y, batch_size)
+    return reading.chunks_from_arrays(x, y, batch_size)
 
 
 KEY = jax.random.key(7)
@@ -234,20 +235,6 @@ def test_paired_differences_use_the_per_face_differences():
     assert c["a_better_fraction"] == 0.75
 
 
-def test_chunks_from_arrays_pad_the_last_chunk():
-    x = np.arange(7, dtype=np.float32).reshape(7, 1, 1, 1) * np.ones((1, 2, 2, 3), np.float32)
-    y = np.arange(7, dtype=np.float32)[:, None]
-    chunks = evaluate.chunks_from_arrays(x, y, 3)
-    assert [(c.start, c.num_valid, c.size) for c in chunks] == [(0, 3, 3), (3, 3, 3), (6, 1, 3)]
-    np.testing.assert_array_equal(chunks[2].indices, [6, 7, 8])
-    np.testing.assert_array_equal(chunks[2].raw_attributes[:, 0], [6, 6, 6])  # padding repeats
-    np.testing.assert_array_equal(chunks[1].binary_attributes[:, 0], [1, 1, 1])
-
-
-# ---------------------------------------------------------------------------------------------
-# Parzen protocol
-
-
 def test_parzen_uses_each_faces_own_samples_with_keys_from_indices(data, estimates):
     params, x, y = data
     got = estimates["parzen"]
@@ -285,7 +272,7 @@ def test_attribute_fidelity_scores_against_the_conditioning_attributes():
     def perfect(faces):  # reads the face's index from its pixels and answers its labels
         return labels[np.rint(np.asarray(faces)[:, 0, 0, 0] * n).astype(int)]
 
-    chunks = evaluate.chunks_from_arrays(images, raw, 4)
+    chunks = reading.chunks_from_arrays(images, raw, 4)
     got = evaluate.attribute_fidelity(perfect, chunks, attribute_names=["a", "b", "c"])
     assert got["num_images"] == n
     assert got["mean_accuracy"] == 1.0 and got["mean_auc"] == 1.0
@@ -307,18 +294,6 @@ def test_attribute_fidelity_scores_against_the_conditioning_attributes():
 @pytest.fixture(scope="module")
 def workdirs(tiny_data_dir, tmp_path_factory):
     return eval_helpers.trained_workdirs(tiny_data_dir, tmp_path_factory)
-
-
-def test_split_reader_gives_the_same_faces_whatever_the_chunk_size(workdirs):
-    model_config, _ = evaluate.read_workdir(workdirs["cmma"])
-    a = list(evaluate.SplitReader(model_config, "test", batch_size=5, limit=13))
-    b = list(evaluate.SplitReader(model_config, "test", batch_size=32))
-    assert [c.num_valid for c in a] == [5, 5, 3] and a[-1].size == 5
-    assert sum(c.num_valid for c in b) == 32
-    faces_a = np.concatenate([c.images[: c.num_valid] for c in a])
-    np.testing.assert_array_equal(faces_a, b[0].images[:13])
-    raw = np.concatenate([c.raw_attributes[: c.num_valid] for c in a])
-    assert set(np.unique(raw)) <= {-1.0, 1.0}  # raw CelebA-style values
 
 
 def test_evaluate_workdirs_end_to_end(workdirs, tmp_path_factory, tmp_path, capsys):

@@ -153,7 +153,7 @@ def test_cmma_train_step_same_with_fast_conv(override):
             state = cmma.init_state(jax.random.key(0), config, batch)
 
         def step_and_grads(state, batch, key, config=config):
-            # The step's loss is -mean(bound) with the step's key (common.elbo_train_step).
+            # The step's loss is -mean(bound) with the step's key (gaussian.elbo_train_step).
             loss = lambda p: -jnp.mean(cmma.bound(p, batch, key, config=config).elbo)  # noqa
             return cmma.train_step(state, batch, key, config=config)[1], jax.grad(loss)(
                 state.params)

@@ -22,7 +22,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def _command(workdir, data_dir, *extra):
     options = [f"--config.data.options.{k}={v}" for k, v in TINY_DATA_OPTIONS.items()]
     return [sys.executable, str(REPO / "launch" / "train.py"), "--model", "cmma",
-            "--preset=tiny", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+            "--preset=tiny", f"--workdir={workdir}", f"--prepared_dir={data_dir}",
             *options, "--config.training.batch_size=8", "--config.training.log_every=2",
             *extra]
 

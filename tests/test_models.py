@@ -16,9 +16,9 @@ import numpy as np
 import optax
 import pytest
 
-from cmma_jax import losses, nets
+from cmma_jax import losses, models, nets
 from cmma_jax.configs import CONFIGS, base
-from cmma_jax.models import MODELS, cgan, cmma, common, cvae, vlae
+from cmma_jax.models import MODELS, cgan, cmma, common, cvae, gaussian, vlae
 
 B = 8  # examples per test batch
 A = 5  # attributes
@@ -168,6 +168,53 @@ def test_registry_and_configs_cover_the_same_models():
     assert config.model.preset == "tiny" and config.training.batch_size == 8
     with pytest.raises(ValueError, match="preset"):
         CONFIGS["cmma"].get_config("huge")
+
+
+# The function of a model module that each capability names.
+CAPABILITY_FUNCTIONS = {"sample": "sample", "encode": "encode", "reconstruct": "reconstruct",
+                        "edit": "edit", "bound": "bound", "iwae": "iwae", "traverse": "traverse",
+                        "arithmetic": "face_arithmetic"}
+
+
+def test_capabilities_match_the_functions_each_model_defines():
+    assert set(CAPABILITY_FUNCTIONS) == set(models.CAPABILITIES)
+    for name in NAMES:
+        module = MODELS[name]
+        config = CONFIGS[name].get_config("tiny")
+        caps = models.capabilities(config)
+        assert isinstance(caps, frozenset) and caps == module.capabilities(config)
+        for capability, function in CAPABILITY_FUNCTIONS.items():
+            assert (capability in caps) == hasattr(module, function), (name, capability)
+        # The progress line shows metrics the train step returns.
+        assert isinstance(module.PROGRESS_METRICS, tuple) and "loss" in module.PROGRESS_METRICS
+        assert set(module.PROGRESS_METRICS) <= EXPECTED_METRICS[name], name
+    by_capability = {c: {n for n in NAMES if c in models.capabilities(CONFIGS[n].get_config())}
+                     for c in ("encode", "bound")}
+    assert by_capability == {"encode": set(ENCODER_MODELS), "bound": set(BOUND_MODELS)}
+    # An unconditional VLAE cannot edit (vlae.edit raises, test_unconditional_vlae).
+    config = CONFIGS["vlae"].get_config("tiny")
+    config.model.conditional = False
+    assert models.capabilities(config) == (
+        models.capabilities(CONFIGS["vlae"].get_config("tiny")) - {"edit"})
+    config.model.name = "vae"
+    with pytest.raises(ValueError, match="vae"):
+        models.capabilities(config)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_passes_return_named_structures(name):
+    """Every model's forward pass (`init`'s) returns a flax.struct dataclass, traced only."""
+    config = CONFIGS[name].get_config("tiny")
+    model = MODELS[name].get_model(config)
+    x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+    y = jax.ShapeDtypeStruct((2, A), jnp.float32)
+    out = jax.eval_shape(lambda k, x, y: model.init_with_output(k, x, y)[0],
+                         jax.random.key(0), x, y)
+    expected = {"cmma": gaussian.GaussianVAEOutput, "cvae": gaussian.GaussianVAEOutput,
+                "cgan": cgan.CGANOutput, "vlae": vlae.VLAEOutput}[name]
+    assert type(out) is expected
+    image_mean = out.generated if name == "cgan" else out.image_mean
+    assert image_mean.shape == (2, 64, 64, 3)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def _free_port():
 def _command(workdir, data_dir, process_id, port, checkpoint_every):
     options = [f"--config.data.options.{k}={v}" for k, v in TINY_DATA_OPTIONS.items()]
     return [sys.executable, str(REPO / "launch" / "train.py"), "--model", "cmma", "--preset=tiny",
-            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *options,
+            f"--workdir={workdir}", f"--prepared_dir={data_dir}", *options,
             "--config.training.batch_size=8", f"--config.training.num_steps={STEPS}",
             f"--config.training.checkpoint_every={checkpoint_every}",
             "--config.training.log_every=2", f"--coordinator_address=127.0.0.1:{port}",
@@ -73,7 +73,7 @@ def one_process(tiny_data_dir, tmp_path_factory):
     from cmma_jax import configs
 
     config = configs.CONFIGS["cmma"].get_config("tiny")
-    config.data.data_dir = tiny_data_dir
+    config.data.prepared_dir = tiny_data_dir
     config.data.options = dict(TINY_DATA_OPTIONS)
     config.training.update(batch_size=8, num_steps=STEPS, log_every=2, checkpoint_every=3)
     workdir = tmp_path_factory.mktemp("one_process")

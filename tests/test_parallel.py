@@ -82,7 +82,7 @@ for name in sys.argv[1:]:
 
 
 def test_mesh_and_pmap_steps_match_one_device():
-    # cvae takes the same path as cmma (common.elbo_train_step with a globalized bound).
+    # cvae takes the same path as cmma (gaussian.elbo_train_step with a globalized bound).
     models = ["cmma", "cgan", "vlae"]
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4")

@@ -13,27 +13,31 @@ OPTIONS = {"num_train": 250, "num_validation": 50, "num_test": 50, "seed": 1, "n
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def prepared_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tfds"))
-    pipeline.prepare("synthetic_faces", data_dir=path, options=OPTIONS)
+    pipeline.prepare("synthetic_faces", prepared_dir=path, options=OPTIONS)
     return path
 
 
 @pytest.fixture(scope="module")
-def index_of(data_dir):
+def index_of(prepared_dir):
     """Identifies examples in batches: uint8 image bytes -> (split, index)."""
     table = {}
     for split in pipeline.SPLITS:
-        source = pipeline.data_source("synthetic_faces", split, data_dir=data_dir, options=OPTIONS)
+        source = pipeline.data_source(
+            "synthetic_faces", split, prepared_dir=prepared_dir, options=OPTIONS
+        )
         for i in range(len(source)):
             table[source[i]["image"].tobytes()] = (split, i)
     return table
 
 
-def load(data_dir, split="train", **kwargs):
+def load(prepared_dir, split="train", **kwargs):
     kwargs.setdefault("shard_index", 0)
     kwargs.setdefault("shard_count", 1)
-    return pipeline.load("synthetic_faces", split, data_dir=data_dir, options=OPTIONS, **kwargs)
+    return pipeline.load(
+        "synthetic_faces", split, prepared_dir=prepared_dir, options=OPTIONS, **kwargs
+    )
 
 
 def indices(batch, index_of):
@@ -41,8 +45,8 @@ def indices(batch, index_of):
     return [index_of[image.tobytes()][1] for image in images]
 
 
-def test_batch_format(data_dir):
-    data = load(data_dir, batch_size=32)
+def test_batch_format(prepared_dir):
+    data = load(prepared_dir, batch_size=32)
     assert data.num_examples == 250 and data.batches_per_epoch == 7
     assert data.attribute_names == synthetic_faces.ATTRIBUTE_NAMES
     for _ in range(9):  # past the end of the first epoch: the shape never changes
@@ -54,38 +58,38 @@ def test_batch_format(data_dir):
         assert set(np.unique(batch["attributes"])) <= {0.0, 1.0}
 
 
-def test_evaluation_is_one_ordered_pass_without_the_remainder(data_dir, index_of):
-    data = load(data_dir, "validation", batch_size=16)
+def test_evaluation_is_one_ordered_pass_without_the_remainder(prepared_dir, index_of):
+    data = load(prepared_dir, "validation", batch_size=16)
     batches = list(data.iterator)
     assert len(batches) == data.batches_per_epoch == 3  # 50 // 16, the last 2 examples dropped
     assert sum((indices(b, index_of) for b in batches), []) == list(range(48))
     source = pipeline.data_source(
-        "synthetic_faces", "validation", data_dir=data_dir, options=OPTIONS
+        "synthetic_faces", "validation", prepared_dir=prepared_dir, options=OPTIONS
     )
     expected = np.stack([source[i]["attributes"] for i in range(16)]) > 0
     np.testing.assert_array_equal(batches[0]["attributes"], expected.astype(np.float32))
 
 
-def test_training_repeats_and_reshuffles_every_epoch(data_dir, index_of):
-    data = load(data_dir, batch_size=50, seed=4)
+def test_training_repeats_and_reshuffles_every_epoch(prepared_dir, index_of):
+    data = load(prepared_dir, batch_size=50, seed=4)
     epochs = [sum((indices(next(data.iterator), index_of) for _ in range(5)), []) for _ in range(2)]
     for epoch in epochs:
         assert sorted(epoch) == list(range(250))
     assert epochs[0] != epochs[1] and epochs[0] != list(range(250))
 
 
-def test_same_seed_same_batches_other_seed_other_order(data_dir, index_of):
-    a = [indices(next(load(data_dir, batch_size=25, seed=7).iterator), index_of)]
-    b = [indices(next(load(data_dir, batch_size=25, seed=7).iterator), index_of)]
-    c = [indices(next(load(data_dir, batch_size=25, seed=8).iterator), index_of)]
+def test_same_seed_same_batches_other_seed_other_order(prepared_dir, index_of):
+    a = [indices(next(load(prepared_dir, batch_size=25, seed=7).iterator), index_of)]
+    b = [indices(next(load(prepared_dir, batch_size=25, seed=7).iterator), index_of)]
+    c = [indices(next(load(prepared_dir, batch_size=25, seed=8).iterator), index_of)]
     assert a == b and a != c
 
 
-def test_shards_split_each_global_batch(data_dir, index_of):
+def test_shards_split_each_global_batch(prepared_dir, index_of):
     # 3 processes with 4 examples each see exactly the global batches of 12 that one process
     # sees, each its own consecutive rows: the global batch does not depend on the process count.
-    whole = load(data_dir, batch_size=12, seed=5, shard_index=0, shard_count=1)
-    shards = [load(data_dir, batch_size=4, seed=5, shard_index=s, shard_count=3)
+    whole = load(prepared_dir, batch_size=12, seed=5, shard_index=0, shard_count=1)
+    shards = [load(prepared_dir, batch_size=4, seed=5, shard_index=s, shard_count=3)
               for s in range(3)]
     assert [d.num_examples_per_shard for d in shards] == [80, 80, 80]  # 250 // 12 batches
     assert all(d.batches_per_epoch == whole.batches_per_epoch == 20 for d in shards)
@@ -95,42 +99,42 @@ def test_shards_split_each_global_batch(data_dir, index_of):
         assert not (set(rows[0]) & set(rows[1]) or set(rows[0]) & set(rows[2]))
 
 
-def test_evaluation_shards_make_the_same_number_of_batches(data_dir, index_of):
+def test_evaluation_shards_make_the_same_number_of_batches(prepared_dir, index_of):
     # One pass: only whole global batches, so that no process waits for another's extra batch.
-    shards = [list(load(data_dir, "validation", batch_size=8, shard_index=s, shard_count=2)
+    shards = [list(load(prepared_dir, "validation", batch_size=8, shard_index=s, shard_count=2)
                    .iterator) for s in range(2)]
     assert [len(b) for b in shards] == [3, 3]  # 50 // 16 global batches
     seen = sum((indices(b, index_of) for batches in shards for b in batches), [])
     assert sorted(seen) == list(range(48))
 
 
-def test_resumed_iterator_yields_the_same_batches(data_dir):
-    data = load(data_dir, batch_size=40, seed=3)
+def test_resumed_iterator_yields_the_same_batches(prepared_dir):
+    data = load(prepared_dir, batch_size=40, seed=3)
     for _ in range(7):  # across the epoch boundary (6 batches per epoch)
         next(data.iterator)
     state = json.loads(json.dumps(pipeline.get_state(data)))  # as stored in a checkpoint
     expected = [next(data.iterator) for _ in range(8)]
-    resumed = load(data_dir, batch_size=40, seed=3)
+    resumed = load(prepared_dir, batch_size=40, seed=3)
     pipeline.set_state(resumed, state)
     for want, got in zip(expected, (next(resumed.iterator) for _ in range(8))):
         np.testing.assert_array_equal(want["image"], got["image"])
         np.testing.assert_array_equal(want["attributes"], got["attributes"])
     # A state from another configuration is refused.
-    other = load(data_dir, batch_size=40, seed=4)
+    other = load(prepared_dir, batch_size=40, seed=4)
     with pytest.raises(ValueError, match="Sampler in checkpoint does not match"):
         other.iterator.set_state(state)
 
 
-def test_worker_processes_are_deterministic_and_resumable(data_dir, index_of):
+def test_worker_processes_are_deterministic_and_resumable(prepared_dir, index_of):
     kwargs = dict(batch_size=25, seed=5, worker_count=1)
-    with load(data_dir, **kwargs) as data:
+    with load(prepared_dir, **kwargs) as data:
         first = [next(data.iterator) for _ in range(3)]
         state = data.iterator.get_state()
         expected = [next(data.iterator) for _ in range(12)]  # past one epoch of 10 batches
     epoch = sum((indices(b, index_of) for b in (first + expected)[:10]), [])
     assert sorted(epoch) == list(range(250))
     # A second run (fresh worker processes) resumed from the state continues identically.
-    with load(data_dir, **kwargs) as resumed:
+    with load(prepared_dir, **kwargs) as resumed:
         resumed.iterator.set_state(state)
         for want in expected:
             got = next(resumed.iterator)
@@ -138,9 +142,9 @@ def test_worker_processes_are_deterministic_and_resumable(data_dir, index_of):
             np.testing.assert_array_equal(want["image"], got["image"])
 
 
-def test_attribute_encodings(data_dir):
+def test_attribute_encodings(prepared_dir):
     batches = {
-        e: next(load(data_dir, batch_size=10, encoding=e, shuffle=False).iterator)
+        e: next(load(prepared_dir, batch_size=10, encoding=e, shuffle=False).iterator)
         for e in pipeline.ENCODINGS
     }
     raw = batches["raw"]["attributes"]
@@ -157,60 +161,162 @@ def test_attribute_encodings(data_dir):
 
 def test_attribute_names_without_building(tmp_path):
     assert (
-        pipeline.attribute_names("synthetic_faces", data_dir=tmp_path)
+        pipeline.attribute_names("synthetic_faces", prepared_dir=tmp_path)
         == synthetic_faces.ATTRIBUTE_NAMES
     )
-    assert len(pipeline.attribute_names("celeba", data_dir=tmp_path)) == 40
-    assert len(pipeline.attribute_names("lfw", data_dir=tmp_path)) == 73
+    assert len(pipeline.attribute_names("celeba", prepared_dir=tmp_path)) == 40
+    assert len(pipeline.attribute_names("lfw", prepared_dir=tmp_path)) == 73
     assert os.listdir(tmp_path) == []
 
 
-def test_default_shard_is_the_jax_process(data_dir):
+def test_default_shard_is_the_jax_process(prepared_dir):
     data = pipeline.load(
-        "synthetic_faces", "test", batch_size=10, data_dir=data_dir, options=OPTIONS
+        "synthetic_faces", "test", batch_size=10, prepared_dir=prepared_dir, options=OPTIONS
     )
     assert data.num_examples_per_shard == 50 and len(list(data.iterator)) == 5
 
 
-def test_prepared_once_then_reused(data_dir):
-    builder = pipeline.get_builder("synthetic_faces", data_dir=data_dir, options=OPTIONS)
+def test_prepared_once_then_reused(prepared_dir):
+    builder = pipeline.get_builder("synthetic_faces", prepared_dir=prepared_dir, options=OPTIONS)
     files = sorted(os.listdir(builder.data_dir))
     stamps = [os.stat(os.path.join(builder.data_dir, f)).st_mtime_ns for f in files]
-    load(data_dir, batch_size=10)
+    load(prepared_dir, batch_size=10)
     assert [os.stat(os.path.join(builder.data_dir, f)).st_mtime_ns for f in files] == stamps
 
 
-def test_bad_arguments(data_dir):
+def test_bad_arguments(prepared_dir):
     with pytest.raises(ValueError, match="Unknown dataset 'mnist'"):
         pipeline.load("mnist", "train", batch_size=8)
     with pytest.raises(ValueError, match="Unknown split 'dev'"):
-        load(data_dir, "dev", batch_size=8)
+        load(prepared_dir, "dev", batch_size=8)
     with pytest.raises(ValueError, match="Unknown attribute encoding 'onehot'"):
-        load(data_dir, batch_size=8, encoding="onehot")
+        load(prepared_dir, batch_size=8, encoding="onehot")
     with pytest.raises(
         ValueError, match=r"Unknown option\(s\) \['size'\] for dataset 'synthetic_faces'"
     ):
         pipeline.load(
-            "synthetic_faces", "train", batch_size=8, data_dir=data_dir, options={"size": 3}
+            "synthetic_faces", "train", batch_size=8, prepared_dir=prepared_dir, options={"size": 3}
         )
-    with pytest.raises(ValueError, match="takes no source_dir"):
+    with pytest.raises(ValueError, match="takes no data_dir"):
         pipeline.load(
-            "synthetic_faces", "train", batch_size=8, data_dir=data_dir, source_dir="/tmp"
+            "synthetic_faces", "train", batch_size=8, prepared_dir=prepared_dir, data_dir="/tmp"
         )
     with pytest.raises(
         ValueError, match=r"50 examples: fewer than one global batch of 32 x 2 shard\(s\)"
     ):
-        load(data_dir, "test", batch_size=32, shard_index=0, shard_count=2)
+        load(prepared_dir, "test", batch_size=32, shard_index=0, shard_count=2)
     with pytest.raises(ValueError, match="shard_index must be in"):
-        load(data_dir, batch_size=8, shard_index=2, shard_count=2)
+        load(prepared_dir, batch_size=8, shard_index=2, shard_count=2)
     with pytest.raises(ValueError, match="Pass both shard_index and shard_count"):
         pipeline.load(
             "synthetic_faces",
             "train",
             batch_size=8,
-            data_dir=data_dir,
+            prepared_dir=prepared_dir,
             options=OPTIONS,
             shard_index=0,
         )
     with pytest.raises(ValueError, match="num_epochs must be"):
-        load(data_dir, batch_size=8, num_epochs=0)
+        load(prepared_dir, batch_size=8, num_epochs=0)
+
+
+# --- from a config's data section ---------------------------------------------------------------
+
+
+def section(prepared_dir, **fields):
+    """A config's `data` section for the small variant (as `cmma_jax.configs` lays it out)."""
+    data = {
+        "name": "synthetic_faces",
+        "data_dir": None,
+        "prepared_dir": prepared_dir,
+        "attribute_encoding": "binary",
+        "num_attributes": None,
+        "options": dict(OPTIONS),
+        "worker_count": 0,
+    }
+    data.update(fields)
+    return data
+
+
+def test_load_split_gives_the_batches_of_load(prepared_dir):
+    import ml_collections  # pylint: disable=g-import-not-at-top
+
+    # None options are the builder's defaults: left out, even one the builder does not take.
+    config = ml_collections.ConfigDict(
+        section(prepared_dir, attribute_encoding="signed",
+                options={**OPTIONS, "max_bad_images": None})
+    )
+    for split, seed in (("train", 7), ("validation", 3)):
+        got = pipeline.load_split(config, split, batch_size=25, seed=seed, shard_index=0,
+                                  shard_count=1)
+        want = load(prepared_dir, split, batch_size=25, seed=seed, encoding="signed")
+        assert got.attribute_names == want.attribute_names
+        for _ in range(2):
+            a, b = next(got.iterator), next(want.iterator)
+            np.testing.assert_array_equal(a["image"], b["image"])
+            np.testing.assert_array_equal(a["attributes"], b["attributes"])
+    # Without a shard: JAX's process (one here), like `load`.
+    assert pipeline.load_split(section(prepared_dir), "test", batch_size=10,
+                               seed=0).num_examples_per_shard == 50
+
+
+def test_options_a_builder_does_not_take_are_an_error():
+    # celeba's split is its partition file's: num_train is not silently dropped (issue #12).
+    with pytest.raises(
+        ValueError,
+        match=r"data\.options\.num_train=5: dataset 'celeba' does not take this option; it takes"
+        r" max_bad_images, num_workers",
+    ):
+        pipeline.builder_options({"name": "celeba", "options": {"num_train": 5}})
+    with pytest.raises(ValueError, match=r"data\.options\.num_test=16: dataset 'lfw'"):
+        pipeline.builder_options(
+            {"name": "lfw", "options": {"num_train": 20, "num_test": 16}}
+        )
+    with pytest.raises(ValueError, match=r"'celeb_a' does not take these options; it takes no"):
+        pipeline.builder_options({"name": "celeb_a", "options": {"seed": 1, "num_train": 2}})
+    with pytest.raises(ValueError, match="Unknown dataset 'mnist'"):
+        pipeline.builder_options({"name": "mnist", "options": {}})
+    # Unset (None) options are the builder's defaults, whatever the builder takes.
+    unset = {"num_train": None, "num_validation": None, "num_test": None}
+    assert pipeline.builder_options({"name": "celeba", "options": unset}) is None
+    assert pipeline.builder_options({"name": "lfw", "options": {**unset, "num_train": 9}}) == {
+        "num_train": 9
+    }
+    assert pipeline.builder_options({"name": "synthetic_faces"}) is None
+
+
+def test_prepare_and_attribute_names_from_config(prepared_dir, tmp_path):
+    builder = pipeline.prepare_from_config(section(prepared_dir))
+    assert builder.data_dir == pipeline.get_builder(
+        "synthetic_faces", prepared_dir=prepared_dir, options=OPTIONS
+    ).data_dir
+    assert (
+        pipeline.attribute_names_from_config(section(prepared_dir))
+        == synthetic_faces.ATTRIBUTE_NAMES
+    )
+    assert len(pipeline.attribute_names_from_config(
+        section(str(tmp_path), name="lfw", options={"num_train": None}))) == 73
+    assert os.listdir(tmp_path) == []
+    pipeline.check_num_attributes(section(prepared_dir, num_attributes=20), range(20))
+    with pytest.raises(ValueError, match=r"data.num_attributes=3 but dataset 'synthetic_faces'"
+                       r" has 20 attributes; set --config.data.num_attributes=20"):
+        pipeline.check_num_attributes(section(prepared_dir, num_attributes=3), range(20))
+
+
+def test_a_whole_config_is_refused(prepared_dir):
+    with pytest.raises(ValueError, match=r"data section of the config \(config.data\)"):
+        pipeline.load_split({"data": section(prepared_dir), "training": {}}, "train",
+                            batch_size=8, seed=0)
+
+
+def test_the_registry_reads_each_builders_options():
+    from cmma_jax.data import celeba, registry  # pylint: disable=g-import-not-at-top
+
+    assert pipeline.DATASETS == ("synthetic_faces", "celeba", "celeb_a", "lfw")
+    assert registry.get("synthetic_faces").options == synthetic_faces.OPTIONS
+    assert registry.get("celeba").options == celeba.OPTIONS
+    assert registry.get("celeb_a").options == ()
+    assert registry.get("celeba").attribute_names == celeba.ATTRIBUTE_NAMES
+    assert [registry.get(n).reads_folder for n in pipeline.DATASETS] == [False, True, False, True]
+    with pytest.raises(ValueError, match="Unknown dataset 'mnist'"):
+        registry.get("mnist")

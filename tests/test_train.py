@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from cmma_jax import parallel, train
+from cmma_jax import parallel, presets, train
 from cmma_jax.configs import cmma as cmma_config
 from cmma_jax.models import MODELS
 
@@ -19,7 +19,7 @@ def tiny_config(data_dir, model="cmma", **training):
     from cmma_jax import configs
 
     config = configs.CONFIGS[model].get_config("tiny")
-    config.data.data_dir = data_dir
+    config.data.prepared_dir = data_dir
     config.data.options = dict(TINY_DATA_OPTIONS)
     config.training.batch_size = 8
     config.training.num_steps = 8
@@ -133,7 +133,7 @@ def test_auto_preset_is_small_on_cpu_and_fills_unset_training_fields():
     config.model.preset = "auto"
     config.training.batch_size = None
     config.training.num_steps = 123
-    resolved = train.resolve_config(config)
+    resolved = presets.resolve_config(config)
     assert resolved.model.preset == ("small" if jax.default_backend() == "cpu" else "paper")
     assert resolved.training.num_steps == 123  # set: kept
     assert resolved.training.batch_size is not None  # unset: from the preset

@@ -4,7 +4,7 @@ Run (the trainer's door; the preset after the colon, or --preset; "auto" when om
 
     python launch/train.py --config=cmma_jax/configs/cmma.py:small --workdir=/tmp/cmma_small
     python launch/train.py --config=cmma_jax/configs/cmma.py --workdir=/tmp/cmma_paper \\
-        --config.data.name=lfw --config.data.source_dir=/path/to/lfwcrop
+        --config.data.name=lfw --config.data.data_dir=/path/to/lfwcrop
 
 What it should give:
   "paper": the architecture of section 4.1 exactly (f: 800 softplus units, two 500-unit heads;

@@ -1,15 +1,21 @@
-"""Datasets and the input pipeline.
+"""Datasets and the input pipeline: the bottom layer's data room.
 
 Modules:
     pipeline: `load(name, split, batch_size=..., seed=...)` -> fixed-shape dict batches through
-        tfds data sources and grain; `attribute_names`, `prepare`, `get_state` / `set_state`.
+        tfds data sources and grain; the same from a config's `data` section (`load_split`,
+        `prepare_from_config`, `builder_options`, `attribute_names_from_config`);
+        `attribute_names`, `prepare`, `get_state` / `set_state`.
+    reading: a split in fixed-size `Chunk`s, in file order (`SplitReader`), for evaluation.
+    registry: one entry per dataset (its builder, the options it takes, its attribute names).
     synthetic_faces: the `synthetic_faces` tfds builder (rendered locally, no download).
     celeba: the `celeba` tfds builder (a local CelebA folder) and CelebA's crop and names.
     lfw: the `lfw_attributes` tfds builder (LFWcrop faces + lfw_attributes.txt, the paper's data).
 
+Nothing here imports `cmma_jax` outside this package except `cmma_jax.images` (the image shape).
+
 The names of `pipeline` used most are available here too (`cmma_jax.data.load`, ...); they are
 imported on first use, so that importing this package (as prepare-time worker processes do)
-stays cheap.
+stays cheap: a worker needs only the builder modules, not grain or JAX.
 """
 
 _PIPELINE_NAMES = (
@@ -19,13 +25,18 @@ _PIPELINE_NAMES = (
     "BatchIterator",
     "Loaded",
     "attribute_names",
+    "attribute_names_from_config",
+    "builder_options",
+    "check_num_attributes",
     "data_source",
-    "default_data_dir",
+    "default_prepared_dir",
     "encode_attributes",
     "get_builder",
     "get_state",
     "load",
+    "load_split",
     "prepare",
+    "prepare_from_config",
     "set_state",
 )
 

@@ -1,4 +1,10 @@
-"""The common base of this package's tfds builders."""
+"""The common base of this package's tfds builders, and what the folder builders share.
+
+`LocalBuilder` is the base of every builder here; the builders of a local folder (`celeba`,
+`lfw`) also share how they find the folder (`LocalBuilder._source_dir`), read its index files
+(`read_lines`), decode its images in worker processes (`read_faces`) and skip bad images
+(`BadImages`), and how a folder's prepared copy is named (`folder_config_name`).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,17 @@ import inspect
 import logging
 import os
 import warnings
+from typing import Any, Callable, Iterator, MutableMapping, Sequence
 
 from etils import epath
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import utils as tfds_utils
 
+from cmma_jax.data import _images
+from cmma_jax.data import _parallel
 from cmma_jax.data._images import UnreadableImageError
+
+FACE_CHUNK = 200  # images per unit of work of a decoding process
 
 
 class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -22,7 +33,13 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     tfds locates a builder's source file (for checksums and metadata) through
     `importlib_resources`, a package that tensorflow-datasets imports but does not install. These
     builders download nothing, so the file found by `inspect` is all tfds needs.
+
+    A builder of a local folder (its config has a `source_dir`) names the dataset in
+    `FOLDER_NAME` and describes the folder in `FOLDER_LAYOUT`, for `_source_dir`'s error.
     """
+
+    FOLDER_NAME = ""
+    FOLDER_LAYOUT = ""
 
     def __init__(self, *, config: tfds.core.BuilderConfig | str | None = None, **kwargs):
         # A predefined config is passed by name: tfds rebuilds builders from their constructor
@@ -43,6 +60,71 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             return epath.Path(inspect.getfile(cls))
         except (TypeError, OSError):
             return None
+
+    def _source_dir(self, dl_manager) -> str:
+        """The folder to prepare: the config's `source_dir`, else tfds's manual directory."""
+        if self.builder_config.source_dir is not None:
+            return self.builder_config.source_dir
+        try:
+            return os.fspath(dl_manager.manual_dir)
+        except AssertionError as e:  # tfds: manual directory absent or empty
+            raise FileNotFoundError(
+                f"No {self.FOLDER_NAME} folder given and tfds's manual directory is absent or empty"
+                f" ({e}). Pass source_dir=<{self.FOLDER_LAYOUT}>."
+            ) from None
+
+
+def read_lines(path: str, *, not_found: str) -> list[str]:
+    """The lines of a text index file (undecodable bytes replaced); `FileNotFoundError(not_found)`
+    if there is no such file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(not_found)
+    with open(path, "r", encoding="utf-8", errors="replace") as f:
+        return f.read().splitlines()
+
+
+def read_faces(
+    work: Any,
+    image_dir: str,
+    filenames: Sequence[str],
+    *,
+    bad: BadImages,
+    num_workers: int | None,
+    metadata: MutableMapping[str, Any],
+    load: Callable[[tuple[Any, list[str]]], list[bytes | str]] = _images.load_compressed,
+) -> Iterator[tuple[int, bytes]]:
+    """Decodes faces, in worker processes for large folders, in order.
+
+    Args:
+        work: what `load` does with the images (for `_images.load_compressed`, the default:
+            "celeba" or "square"; a builder's own `load` may take another value, e.g. a crop box).
+        image_dir: the folder of the images.
+        filenames: the images to read (paths relative to `image_dir`), in the order to yield them.
+        bad: where an unreadable image goes (skipped within its budget, else an error).
+        num_workers: decoding processes (None: one per core for large folders, else none).
+        metadata: the builder's `info.metadata`; its "skipped_images" is updated at the end.
+        load: the unit of work of a process, a module-level function
+            `(work, [path, ...]) -> [zlib-compressed uint8 face, or an error message (str)]`.
+
+    Yields:
+        `(i, face)` for each readable `filenames[i]`: the zlib-compressed uint8 face. At the end
+        the images skipped here are warned about.
+    """
+    chunks = [
+        (work, [os.path.join(image_dir, name) for name in filenames[i : i + FACE_CHUNK]])
+        for i in range(0, len(filenames), FACE_CHUNK)
+    ]
+    if num_workers is None:
+        num_workers = _parallel.default_num_workers(len(filenames))
+    skipped_before = len(bad.skipped())
+    faces = _parallel.ordered_map(load, chunks, num_workers)
+    for i, face in enumerate(faces):
+        if isinstance(face, str):
+            bad.unreadable(filenames[i], face)
+            continue
+        yield i, face
+    metadata["skipped_images"] = bad.skipped()
+    bad.warn_skipped(since=skipped_before, total=len(filenames))
 
 
 class ZlibTensor(tfds.features.Tensor):

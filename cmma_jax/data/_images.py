@@ -2,7 +2,8 @@
 
 Shared by the CelebA and LFW builders (at prepare time, possibly in worker processes) and by the
 pipeline's map for the upstream tfds `celeb_a` dataset (at read time). Kept free of JAX and
-tensorflow-datasets so that worker processes start quickly.
+tensorflow-datasets (of this package it imports only `cmma_jax.images`, for the image shape) so
+that worker processes start quickly.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-IMAGE_SIZE = 64
+from cmma_jax.images import IMAGE_SHAPE
+
+IMAGE_SIZE = IMAGE_SHAPE[0]  # faces are square
 
 # The CelebA face crop, relative to the image size so that any resolution with CelebA's aspect
 # works (the official 178x218 aligned images, the shared 89x109 copy, ...): a square of side

@@ -41,7 +41,9 @@ import zlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-IMAGE_SIZE = 64
+from cmma_jax.images import IMAGE_SHAPE
+
+IMAGE_SIZE = IMAGE_SHAPE[0]  # faces are square
 _SUPERSAMPLE = 2
 _CANVAS = IMAGE_SIZE * _SUPERSAMPLE
 

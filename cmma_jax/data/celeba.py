@@ -35,16 +35,22 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cmma_jax.data import _images
-from cmma_jax.data import _parallel
-from cmma_jax.data._builder import BadImages, LocalBuilder, ZlibTensor, folder_config_name
+from cmma_jax.data._builder import (
+    BadImages,
+    LocalBuilder,
+    ZlibTensor,
+    folder_config_name,
+    read_faces,
+    read_lines,
+)
+from cmma_jax.images import IMAGE_SHAPE
 
-IMAGE_SHAPE = (64, 64, 3)
 IMAGE_DIR = "img_align_celeba"
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
 SPLITS = ("train", "validation", "test")
-_CHUNK = 200
+# The builder options (`cmma_jax.data.registry`); the folder itself is `source_dir`.
+OPTIONS = ("max_bad_images", "num_workers")
 
 # CelebA's 40 attributes, in the order of list_attr_celeba.txt (and of tfds `celeb_a`).
 ATTRIBUTE_NAMES: tuple[str, ...] = (
@@ -126,13 +132,11 @@ def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
         ValueError: the file is malformed; the message gives the file, the line and the fix.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"CelebA attribute file {path} not found. The CelebA folder must be {_LAYOUT}; "
-            f"copy {ATTRIBUTE_FILE} from the CelebA release (Anno/) into it."
-        )
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
+    lines = read_lines(
+        path,
+        not_found=f"CelebA attribute file {path} not found. The CelebA folder must be {_LAYOUT};"
+        f" copy {ATTRIBUTE_FILE} from the CelebA release (Anno/) into it.",
+    )
     if len(lines) < 2:
         raise ValueError(
             f"{path} has {len(lines)} line(s); it needs a row count and a line of names."
@@ -335,6 +339,8 @@ class CelebA(LocalBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         f"Place CelebA in the manual directory as {_LAYOUT}, or pass source_dir=<that folder>."
     )
+    FOLDER_NAME = "CelebA"
+    FOLDER_LAYOUT = _LAYOUT
 
     def __init__(
         self,
@@ -379,17 +385,6 @@ class CelebA(LocalBuilder):
             disable_shuffling=True,  # record i of a split is its i-th row in file order
         )
 
-    def _source_dir(self, dl_manager) -> str:
-        if self.builder_config.source_dir is not None:
-            return self.builder_config.source_dir
-        try:
-            return os.fspath(dl_manager.manual_dir)
-        except AssertionError as e:  # tfds: manual directory absent or empty
-            raise FileNotFoundError(
-                f"No CelebA folder given and tfds's manual directory is absent or empty ({e}). Pass"
-                f" source_dir=<{_LAYOUT}>."
-            ) from None
-
     def _split_generators(self, dl_manager):
         plan = plan_source(self._source_dir(dl_manager))
         image_dir = os.path.join(plan.source_dir, IMAGE_DIR)
@@ -412,29 +407,22 @@ class CelebA(LocalBuilder):
 
     def _generate_examples(self, plan: SourcePlan, rows: np.ndarray, present: set[str]):
         table = plan.table
-        image_dir = os.path.join(plan.source_dir, IMAGE_DIR)
         rows = [int(r) for r in rows if table.filenames[r] in present]
-        chunks = [
-            ("celeba", [os.path.join(image_dir, table.filenames[r]) for r in rows[i : i + _CHUNK]])
-            for i in range(0, len(rows), _CHUNK)
-        ]
-        num_workers = self._num_workers
-        if num_workers is None:
-            num_workers = _parallel.default_num_workers(len(rows))
-        results = _parallel.ordered_map(_images.load_compressed, chunks, num_workers)
-        skipped_before = len(self._bad.skipped())
-        for row, image in zip(rows, results):
-            filename = table.filenames[row]
-            if isinstance(image, str):
-                self._bad.unreadable(filename, image)
-                continue
-            yield row, {
+        filenames = [table.filenames[r] for r in rows]
+        faces = read_faces(
+            "celeba",
+            os.path.join(plan.source_dir, IMAGE_DIR),
+            filenames,
+            bad=self._bad,
+            num_workers=self._num_workers,
+            metadata=self.info.metadata,
+        )
+        for i, image in faces:
+            yield rows[i], {
                 "image": image,
-                "attributes": table.values[row].astype(np.float32),
-                "filename": filename,
+                "attributes": table.values[rows[i]].astype(np.float32),
+                "filename": filenames[i],
             }
-        self.info.metadata["skipped_images"] = self._bad.skipped()
-        self._bad.warn_skipped(since=skipped_before, total=len(rows))
 
 
 def attribute_names() -> tuple[str, ...]:

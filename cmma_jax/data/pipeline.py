@@ -22,13 +22,23 @@ iterator (same arguments to `load`) it resumes with exactly the batches the firs
 produced next. The batches depend on `worker_count` (grain batches within each worker), so a
 run must resume with the worker count it saved with; grain checks this.
 
-Datasets (`DATASETS`):
+From a config: the functions at the end take the `data` section of a config itself
+(`load_split`, `prepare_from_config`, `builder_options`, `attribute_names_from_config`,
+`check_num_attributes`), so that callers need not know what each dataset takes:
+
+        data = load_split(config.data, "train", batch_size=64, seed=config.training.seed)
+
+Two folders, with the names of the configs and the launch flags: `data_dir`, the raw dataset
+folder ("celeba", "lfw"), and `prepared_dir`, where prepared datasets are cached (default
+`default_prepared_dir()`).
+
+Datasets (`DATASETS`, entries of `cmma_jax.data.registry`; each builder module's `OPTIONS`):
     "synthetic_faces"  rendered locally (`cmma_jax.data.synthetic_faces`); options: num_train,
                        num_validation, num_test, seed, num_workers.
-    "celeba"           a local CelebA folder (`cmma_jax.data.celeba`), `source_dir`; options:
+    "celeba"           a local CelebA folder (`cmma_jax.data.celeba`), `data_dir`; options:
                        max_bad_images, num_workers.
     "celeb_a"          the upstream tfds `celeb_a` (tfds downloads it), cropped like "celeba".
-    "lfw"              LFWcrop faces + lfw_attributes.txt (`cmma_jax.data.lfw`), `source_dir`;
+    "lfw"              LFWcrop faces + lfw_attributes.txt (`cmma_jax.data.lfw`), `data_dir`;
                        options: num_train, num_validation, max_bad_images, num_workers.
 
 Attribute encodings (`ENCODINGS`), from each dataset's raw values (CelebA's and the synthetic
@@ -46,7 +56,7 @@ import json
 import os
 import sys
 import weakref
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import grain
 import numpy as np
@@ -54,120 +64,84 @@ import tensorflow_datasets as tfds
 
 from cmma_jax.data import _images
 from cmma_jax.data import celeba as celeba_lib
-from cmma_jax.data import lfw as lfw_lib
-from cmma_jax.data import synthetic_faces as synthetic_lib
+from cmma_jax.data import registry
 
-DATASETS = ("synthetic_faces", "celeba", "celeb_a", "lfw")
+DATASETS = registry.DATASETS
 SPLITS = ("train", "validation", "test")
 ENCODINGS = ("binary", "signed", "raw")
-IMAGE_SHAPE = (64, 64, 3)
-DATA_DIR_ENV = "CMMA_DATA_DIR"
+PREPARED_DIR_ENV = "CMMA_DATA_DIR"
 
-# Options each dataset's builder takes (besides data_dir and source_dir).
-_OPTIONS = {
-    "synthetic_faces": ("num_train", "num_validation", "num_test", "seed", "num_workers"),
-    "celeba": ("max_bad_images", "num_workers"),
-    "celeb_a": (),
-    "lfw": ("num_train", "num_validation", "max_bad_images", "num_workers"),
-}
+PathLike = str | os.PathLike[str]
 
 
-def default_data_dir() -> str:
+def default_prepared_dir() -> str:
     """Where prepared datasets live: $CMMA_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets
     (tfds's own default)."""
     path = (
-        os.environ.get(DATA_DIR_ENV) or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+        os.environ.get(PREPARED_DIR_ENV)
+        or os.environ.get("TFDS_DATA_DIR")
+        or "~/tensorflow_datasets"
     )
     return os.path.expanduser(path)
 
 
-def _check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; expected one of {DATASETS}.")
-
-
-def _check_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(_OPTIONS[name]))
-    if unknown:
-        raise ValueError(
-            f"Unknown option(s) {unknown} for dataset {name!r}; it takes"
-            f" {list(_OPTIONS[name]) or 'none'}."
-        )
-    return options
+def _prepared_dir(prepared_dir: PathLike | None) -> str:
+    if prepared_dir is None:
+        return default_prepared_dir()
+    return os.path.expanduser(os.fspath(prepared_dir))
 
 
 def get_builder(
     name: str,
     *,
-    data_dir: str | os.PathLike[str] | None = None,
-    source_dir: str | os.PathLike[str] | None = None,
+    data_dir: PathLike | None = None,
+    prepared_dir: PathLike | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> tfds.core.DatasetBuilder:
     """The tfds builder of a dataset (not prepared yet, see `prepare`).
 
     Args:
         name: one of `DATASETS`.
-        data_dir: where prepared datasets live (default: `default_data_dir()`).
-        source_dir: the raw files of "celeba" and "lfw" (None: tfds's manual directory).
+        data_dir: the raw folder of "celeba" and "lfw" (None: tfds's manual directory).
+        prepared_dir: where prepared datasets live (default: `default_prepared_dir()`).
         options: builder options, see the module docstring.
     """
-    _check_name(name)
-    options = _check_options(name, options)
-    data_dir = (
-        os.path.expanduser(os.fspath(data_dir)) if data_dir is not None else default_data_dir()
-    )
-    if name == "synthetic_faces":
-        if source_dir is not None:
-            raise ValueError("synthetic_faces is rendered locally and takes no source_dir.")
-        num_workers = options.pop("num_workers", None)
-        config = synthetic_lib.make_config(**options)
-        return synthetic_lib.SyntheticFaces(
-            config=config, data_dir=data_dir, num_workers=num_workers
-        )
-    if name == "celeba":
-        return celeba_lib.CelebA(source_dir=source_dir, data_dir=data_dir, **options)
-    if name == "lfw":
-        return lfw_lib.Lfw(source_dir=source_dir, data_dir=data_dir, **options)
-    if source_dir is not None:
-        raise ValueError(
-            "celeb_a is tfds's upstream dataset, downloaded by tfds, and takes no source_dir; for a"
-            " local CelebA folder use name='celeba'."
-        )
-    return tfds.builder("celeb_a", data_dir=data_dir, file_format="array_record")
+    dataset = registry.get(name)
+    options = registry.check_options(name, options)
+    return dataset.make_builder(data_dir, _prepared_dir(prepared_dir), options)
 
 
 def prepare(
     name: str,
     *,
-    data_dir: str | os.PathLike[str] | None = None,
-    source_dir: str | os.PathLike[str] | None = None,
+    data_dir: PathLike | None = None,
+    prepared_dir: PathLike | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> tfds.core.DatasetBuilder:
     """Prepares a dataset as array_record if it is not prepared yet; returns its builder.
 
-    Same arguments as `get_builder`. Preparing is done once per data_dir; later calls find the
+    Same arguments as `get_builder`. Preparing is done once per prepared_dir; later calls find the
     files and return at once.
     """
-    builder = get_builder(name, data_dir=data_dir, source_dir=source_dir, options=options)
+    builder = get_builder(name, data_dir=data_dir, prepared_dir=prepared_dir, options=options)
     try:
         builder.download_and_prepare(file_format="array_record")
     except ModuleNotFoundError as e:
-        if name != "celeb_a":
+        if not registry.get(name).upstream:
             raise
         raise ModuleNotFoundError(
-            f"tensorflow-datasets needs the package {e.name!r} to download and prepare celeb_a; "
+            f"tensorflow-datasets needs the package {e.name!r} to download and prepare {name}; "
             f"install it (pip install {e.name}), or prepare CelebA from a local folder with "
-            "name='celeba', source_dir=<folder>."
+            "name='celeba', data_dir=<folder>."
         ) from e
     except Exception as e:  # noqa: BLE001 - re-raised with the way out
-        if name != "celeb_a":
+        if not registry.get(name).upstream:
             raise
         raise RuntimeError(
-            f"tfds could not download and prepare celeb_a into {builder.data_dir}"
+            f"tfds could not download and prepare {name} into {builder.data_dir}"
             f" ({type(e).__name__}: {e}). It downloads from Google Drive, which is often"
             " rate-limited or unreachable; download CelebA yourself and use name='celeba',"
-            " source_dir=<folder>."
+            " data_dir=<folder>."
         ) from e
     return builder
 
@@ -176,63 +150,52 @@ def data_source(
     name: str,
     split: str,
     *,
-    data_dir: str | os.PathLike[str] | None = None,
-    source_dir: str | os.PathLike[str] | None = None,
+    data_dir: PathLike | None = None,
+    prepared_dir: PathLike | None = None,
     options: Mapping[str, Any] | None = None,
 ):
     """The random-access source (`source[i]` -> dict of numpy arrays) of one split, prepared."""
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
-    if name == "celeb_a":
+    if registry.get(name).upstream:
         # Through tfds.data_source, so that tfds.testing.mock_data can stand in for the download.
-        _check_options(name, options)
-        if source_dir is not None:
-            get_builder(name, source_dir=source_dir)  # raises the explanation
-        data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+        registry.check_options(name, options)
+        if data_dir is not None:
+            get_builder(name, data_dir=data_dir)  # raises the explanation
         try:
             return tfds.data_source(
-                "celeb_a",
+                name,
                 split=split,
-                data_dir=data_dir,
+                data_dir=_prepared_dir(prepared_dir),
                 builder_kwargs={"file_format": "array_record"},
             )
         except ModuleNotFoundError as e:
             raise ModuleNotFoundError(
-                f"tensorflow-datasets needs the package {e.name!r} to prepare celeb_a; install it,"
+                f"tensorflow-datasets needs the package {e.name!r} to prepare {name}; install it,"
                 " or use name='celeba' with a local CelebA folder."
             ) from e
-    builder = prepare(name, data_dir=data_dir, source_dir=source_dir, options=options)
+    builder = prepare(name, data_dir=data_dir, prepared_dir=prepared_dir, options=options)
     return builder.as_data_source(split=split)
 
 
 def attribute_names(
     name: str,
     *,
-    data_dir: str | os.PathLike[str] | None = None,
-    source_dir: str | os.PathLike[str] | None = None,
+    data_dir: PathLike | None = None,
+    prepared_dir: PathLike | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> tuple[str, ...]:
     """The attribute names of a dataset, in column order, without building any batches.
 
     Nothing is prepared: the names are fixed for "synthetic_faces", "celeba" and "celeb_a"; for
     "lfw" they come from the prepared dataset if there is one, else from the attribute file's
-    header in `source_dir`, else the released file's names.
+    header in `data_dir`, else the released file's names.
     """
-    _check_name(name)
-    if name == "synthetic_faces":
-        return synthetic_lib.ATTRIBUTE_NAMES
-    if name in ("celeba", "celeb_a"):
-        return celeba_lib.ATTRIBUTE_NAMES
-    builder = get_builder(name, data_dir=data_dir, source_dir=source_dir, options=options)
-    if os.path.isdir(os.fspath(builder.data_dir)) and builder.info.metadata:
-        names = builder.info.metadata.get("attribute_names")
-        if names:
-            return tuple(names)
-    if source_dir is not None:
-        path = os.path.join(os.fspath(source_dir), lfw_lib.ATTRIBUTE_FILE)
-        if os.path.isfile(path):
-            return lfw_lib.read_attribute_file(path).names
-    return lfw_lib.ATTRIBUTE_NAMES
+    dataset = registry.get(name)
+    if dataset.names_of is None:
+        return dataset.attribute_names
+    builder = get_builder(name, data_dir=data_dir, prepared_dir=prepared_dir, options=options)
+    return dataset.names_of(builder, data_dir) or dataset.attribute_names
 
 
 def encode_attributes(raw: np.ndarray, encoding: str) -> np.ndarray:
@@ -449,8 +412,8 @@ def load(
     *,
     batch_size: int,
     seed: int = 0,
-    data_dir: str | os.PathLike[str] | None = None,
-    source_dir: str | os.PathLike[str] | None = None,
+    data_dir: PathLike | None = None,
+    prepared_dir: PathLike | None = None,
     encoding: str = "binary",
     shuffle: bool | None = None,
     num_epochs: int | None | str = "auto",
@@ -467,8 +430,8 @@ def load(
         split: "train", "validation" or "test".
         batch_size: examples per batch on this process; the remainder is dropped.
         seed: the shuffle seed (the same seed gives the same batches).
-        data_dir: where prepared datasets live (default `default_data_dir()`).
-        source_dir: the raw files of "celeba" and "lfw".
+        data_dir: the raw folder of "celeba" and "lfw" (None: tfds's manual directory).
+        prepared_dir: where prepared datasets live (default `default_prepared_dir()`).
         encoding: attribute encoding, one of `ENCODINGS`.
         shuffle: shuffle the records (default: for "train" only).
         num_epochs: passes over the split; None repeats forever; "auto" (the default) repeats
@@ -487,13 +450,14 @@ def load(
         ValueError: unknown name, split, encoding or option; a split with fewer examples per shard
             than `batch_size`.
     """
-    _check_name(name)
+    registry.get(name)  # an unknown name fails first
     if encoding not in ENCODINGS:
         raise ValueError(f"Unknown attribute encoding {encoding!r}; expected one of {ENCODINGS}.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    source = data_source(name, split, data_dir=data_dir, source_dir=source_dir, options=options)
-    names = attribute_names(name, data_dir=data_dir, source_dir=source_dir, options=options)
+    where = dict(data_dir=data_dir, prepared_dir=prepared_dir, options=options)
+    source = data_source(name, split, **where)
+    names = attribute_names(name, **where)
 
     if shard_index is None or shard_count is None:
         if (shard_index is None) != (shard_count is None):
@@ -566,3 +530,111 @@ def set_state(iterator: BatchIterator | Loaded, state: Mapping[str, Any] | bytes
     if isinstance(iterator, Loaded):
         iterator = iterator.iterator
     iterator.set_state(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# From the `data` section of a config
+
+
+def _section(data_config) -> Mapping[str, Any]:
+    """The `data` section (a ConfigDict or a mapping); a whole config is refused."""
+    if "name" not in data_config and "data" in data_config:
+        raise ValueError("Pass the data section of the config (config.data), not the whole config.")
+    return data_config
+
+
+def builder_options(data_config) -> dict[str, Any] | None:
+    """The builder options that `data.options` sets, checked against what the builder takes.
+
+    None values mean "the builder's default" and are left out (a config lists the split sizes for
+    every dataset, unset). A value that is set for an option the dataset's builder does not take
+    is an error, never dropped: it would be recorded in the run's config as if applied.
+
+    Returns:
+        The options, or None if none is set.
+
+    Raises:
+        ValueError: an unknown dataset, or an option set that the builder does not take (the
+            message names the option, the dataset and the options it takes).
+    """
+    data_config = _section(data_config)
+    name = data_config["name"]
+    taken = registry.get(name).options
+    options = {k: v for k, v in dict(data_config.get("options") or {}).items() if v is not None}
+    unsupported = sorted(set(options) - set(taken))
+    if unsupported:
+        settings = ", ".join(f"data.options.{k}={options[k]!r}" for k in unsupported)
+        raise ValueError(
+            f"{settings}: dataset {name!r} does not take "
+            f"{'this option' if len(unsupported) == 1 else 'these options'}; it takes "
+            f"{', '.join(taken) if taken else 'no options'}. Leave "
+            f"{'it' if len(unsupported) == 1 else 'them'} unset (None)."
+        )
+    return options or None
+
+
+def _where(data_config) -> dict[str, Any]:
+    """The folders and options of `get_builder`, `prepare`, `load`, ... that a section gives."""
+    return dict(
+        data_dir=data_config.get("data_dir"),
+        prepared_dir=data_config.get("prepared_dir"),
+        options=builder_options(data_config),
+    )
+
+
+def load_split(
+    data_config,
+    split: str,
+    *,
+    batch_size: int,
+    seed: int,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+) -> Loaded:
+    """The batches of one split as a config's `data` section describes them.
+
+    The training split repeats forever in an order shuffled by `seed`; other splits make one pass
+    in file order. The attributes come in `data.attribute_encoding`, read by
+    `data.worker_count` worker processes.
+
+    Args:
+        data_config: the `data` section (`name`, `data_dir`, `prepared_dir`,
+            `attribute_encoding`, `options`, `worker_count`).
+        split: "train", "validation" or "test".
+        batch_size: examples per batch on this process.
+        seed: the shuffle seed (the training seed).
+        shard_index, shard_count: this process's shard (default: JAX's process index and count;
+            0 and 1 read the whole split on this process).
+    """
+    data_config = _section(data_config)
+    return load(
+        data_config["name"], split, batch_size=batch_size, seed=int(seed),
+        encoding=data_config["attribute_encoding"],
+        worker_count=int(data_config.get("worker_count", 0) or 0),
+        shard_index=shard_index, shard_count=shard_count,
+        **_where(data_config),
+    )
+
+
+def prepare_from_config(data_config) -> tfds.core.DatasetBuilder:
+    """Prepares the dataset a `data` section describes (if it is not prepared yet); its builder."""
+    data_config = _section(data_config)
+    return prepare(data_config["name"], **_where(data_config))
+
+
+def attribute_names_from_config(data_config) -> tuple[str, ...]:
+    """The attribute names of the dataset a `data` section describes, without preparing it."""
+    data_config = _section(data_config)
+    return attribute_names(data_config["name"], **_where(data_config))
+
+
+def check_num_attributes(data_config, names) -> None:
+    """Checks the optional `data.num_attributes` against the dataset's attribute names."""
+    data_config = _section(data_config)
+    expected = data_config.get("num_attributes")
+    if expected is not None and int(expected) != len(names):
+        raise ValueError(
+            f"data.num_attributes={expected} but dataset {data_config['name']!r} has "
+            f"{len(names)} attributes; set --config.data.num_attributes="
+            f"{len(names)} or leave it unset."
+        )

@@ -32,11 +32,14 @@ from cmma_jax.data import _parallel
 from cmma_jax.data._builder import LocalBuilder, ZlibTensor
 from cmma_jax.data import _render
 from cmma_jax.data._render import ATTRIBUTE_NAMES, FaceSpec, render_face, sample_face  # noqa: F401
+from cmma_jax.images import IMAGE_SHAPE
 
-IMAGE_SHAPE = (64, 64, 3)
 SPLITS = ("train", "validation", "test")
 DEFAULT_SIZES = {"train": 20_000, "validation": 2_000, "test": 2_000}
 _CHUNK = 250  # examples per unit of work for a worker process
+# The builder options (`cmma_jax.data.registry`): the sizes and seed of `make_config`, and the
+# builder's render processes.
+OPTIONS = ("num_train", "num_validation", "num_test", "seed", "num_workers")
 
 
 @dataclasses.dataclass(eq=False)

@@ -23,6 +23,7 @@ Public functions (`params` is `state.params`):
   train_step(state, batch, key, *, config, axis_name=None) -> (state, metrics)
   sample(params, attributes, key, temperature=1.0, *, config) -> [B, 64, 64, 3]
   discriminate(params, image, attributes, *, config) -> [B] logits
+  capabilities(config) -> frozenset({"sample"})
 
 The CGAN has no encoder and no bound (its log-likelihood is estimated with Parzen windows).
 """
@@ -44,6 +45,21 @@ Array = jax.Array
 PyTree = Any
 
 NETWORKS = ("generator", "discriminator")
+
+PROGRESS_METRICS = ("loss", "d_loss", "g_loss")
+
+
+@flax.struct.dataclass
+class CGANOutput:
+    """What the CGAN's forward pass (`CGAN.__call__`) returns.
+
+    Attributes:
+      generated: G(0, y), `[B, 64, 64, 3]` in (0, 1).
+      logits: D(x, y), `[B]`.
+    """
+
+    generated: Array
+    logits: Array
 
 
 class CGAN(nn.Module):
@@ -82,10 +98,11 @@ class CGAN(nn.Module):
                                 jnp.float32)
         return self.generate_from_latent(temperature * eps, y)
 
-    def __call__(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """Both networks once (used by `init`): (G(0, y), D(x, y))."""
+    def __call__(self, x: Array, y: Array) -> CGANOutput:
+        """Both networks once (used by `init`): G(0, y) and D(x, y)."""
         z = jnp.zeros((y.shape[0], self.latent_dim), jnp.float32)
-        return self.generate_from_latent(z, y), self.discriminate(x, y)
+        return CGANOutput(generated=self.generate_from_latent(z, y),
+                          logits=self.discriminate(x, y))
 
 
 @flax.struct.dataclass
@@ -110,15 +127,19 @@ class GANTrainState:
 def get_model(config, num_attributes: Optional[int] = None) -> CGAN:
     """The CGAN module of a config (`num_attributes` is accepted for the common interface)."""
     del num_attributes
-    m = config.model
-    sizes = nets.resolve_sizes(m)
+    sizes = nets.resolve_sizes(config.model)
     return CGAN(
         features=sizes["encoder_features"],
         latent_dim=sizes["latent_dim"],
         discriminator_hidden=sizes["discriminator_hidden"],
-        conv_impl=m.get("conv_impl", "auto"),
-        dtype=common.model_dtype(config),
+        **common.network_options(config),
     )
+
+
+def capabilities(config) -> frozenset[str]:
+    """What a CGAN can do (`cmma_jax.models.CAPABILITIES`): sample only (no encoder, no bound)."""
+    del config
+    return frozenset({"sample"})
 
 
 def make_optimizers(config) -> dict[str, optax.GradientTransformation]:
@@ -133,7 +154,7 @@ def make_optimizers(config) -> dict[str, optax.GradientTransformation]:
 
 def init_state(key: Array, config, example_batch: Mapping[str, Any]) -> GANTrainState:
     """Initial `GANTrainState` (float32 parameters, two Adam states, int32 step 0)."""
-    image, attributes = common.example_inputs(example_batch)
+    image, attributes = common.batch_inputs(example_batch)
     model = get_model(config, attributes.shape[-1])
     params = jax.jit(lambda k: common.init_params(model, k, image, attributes))(key)
     params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
@@ -156,7 +177,7 @@ def train_step(state: GANTrainState, batch: Mapping[str, Array], key: Array, *,
     and "grad_norm", "param_norm" (over both networks).
 
     `axis_name`: the pmap axis, if any: each device takes its rows of the noise drawn for the
-    global batch (`common.batch_normal`), and both networks' gradients and the metrics are averaged
+    global batch (`losses.batch_normal`), and both networks' gradients and the metrics are averaged
     over the devices: the same step as on one device.
     """
     x, y = common.batch_inputs(batch)
@@ -164,8 +185,8 @@ def train_step(state: GANTrainState, batch: Mapping[str, Array], key: Array, *,
     model = get_model(config, y.shape[-1])
     latent_dim = model.latent_dim
     key_d, key_g = jax.random.split(key)
-    z_d = common.batch_normal(key_d, (x.shape[0], latent_dim), axis_name)
-    z_g = common.batch_normal(key_g, (x.shape[0], latent_dim), axis_name)
+    z_d = losses.batch_normal(key_d, (x.shape[0], latent_dim), jnp.float32, axis_name)
+    z_g = losses.batch_normal(key_g, (x.shape[0], latent_dim), jnp.float32, axis_name)
 
     def apply(g_params, d_params, *args, method):
         return model.apply({"params": {"generator": g_params, "discriminator": d_params}},
@@ -227,14 +248,9 @@ def train_step(state: GANTrainState, batch: Mapping[str, Array], key: Array, *,
 def sample(params, attributes: Array, key: Array, temperature: float | Array = 1.0, *,
            config) -> Array:
     """Faces from attributes, `[B, 64, 64, 3]`: G(temperature · ε, y); temperature 0: G(0, y)."""
-    attributes = jnp.asarray(attributes, jnp.float32)
-    model = get_model(config, attributes.shape[-1])
-    return model.apply({"params": params}, attributes, temperature, method=CGAN.generate,
-                       rngs={"sample": key})
+    return common.sample_images(get_model, params, attributes, key, temperature, config)
 
 
 def discriminate(params, image: Array, attributes: Array, *, config) -> Array:
     """D(x, y): the discriminator's logits `[B]`."""
-    x, y = common.example_inputs({"image": image, "attributes": attributes})
-    model = get_model(config, y.shape[-1])
-    return model.apply({"params": params}, x, y, method=CGAN.discriminate)
+    return common.apply_to_images(get_model, params, image, attributes, CGAN.discriminate, config)

@@ -1,7 +1,10 @@
-"""Helpers shared by the model modules: optimizers, train states, norms, config look-ups.
+"""Helpers shared by the model modules: optimizers, train states, norms, config look-ups, the
+entry points every model implements the same way (`init_train_state`, `sample_images`,
+`apply_to_images`, `edit_images`), and the pmap helpers.
 
 Nothing here knows about a particular model. The model modules (`cmma`, `cvae`, `cgan`, `vlae`)
-implement the model contract of DESIGN.md on top of these.
+implement the model contract of docs/design.md on top of these; `cmma_jax.models.gaussian` holds
+what the two Gaussian latent-variable models (`cmma`, `cvae`) share beyond that.
 """
 
 from __future__ import annotations
@@ -9,16 +12,25 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Optional
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
 from cmma_jax import nets
+from cmma_jax.images import IMAGE_SHAPE
 
 Array = jax.Array
 PyTree = Any
+
+# What a trained model can do, by name: each model module declares `capabilities(config) ->
+# frozenset` of these names (`cmma_jax.models.capabilities`) and defines the functions they name.
+#   sample: faces from attributes (`sample`)       encode: q(z | x[, y]) (`encode`)
+#   reconstruct: through the posterior mean       edit: change a face's attributes (`edit`)
+#   bound, iwae: lower bounds on log p(x | y)     traverse: per-layer latent traversals
+#   arithmetic: face arithmetic A - B + C (`face_arithmetic`)
+CAPABILITIES = ("sample", "encode", "reconstruct", "edit", "bound", "iwae", "traverse",
+                "arithmetic")
 
 # Flax's TrainState (step, apply_fn, params, tx, opt_state) is the state of the single-network
 # models; `create_train_state` makes its step an int32 array so the pytree's types never change.
@@ -147,24 +159,19 @@ def optional_range(value) -> Optional[tuple[float, float]]:
     return (low, high)
 
 
-def example_inputs(example_batch: Mapping[str, Any]) -> tuple[Array, Array]:
-    """(image, attributes) of an example batch as float32 arrays, for `init`."""
-    image = jnp.asarray(example_batch["image"], jnp.float32)
-    attributes = jnp.asarray(example_batch["attributes"], jnp.float32)
-    if image.ndim != 4 or attributes.ndim != 2 or image.shape[0] != attributes.shape[0]:
-        raise ValueError(f"Expected image [B, 64, 64, 3] and attributes [B, A], got "
-                         f"{image.shape} and {attributes.shape}.")
-    return image, attributes
-
-
 def batch_inputs(batch: Mapping[str, Any]) -> tuple[Array, Array]:
-    """(image, attributes) of a batch as float32 arrays."""
-    return example_inputs(batch)
+    """(image, attributes) of a batch (or of an example batch, for `init`) as float32 arrays."""
+    image = jnp.asarray(batch["image"], jnp.float32)
+    attributes = jnp.asarray(batch["attributes"], jnp.float32)
+    if image.ndim != 4 or attributes.ndim != 2 or image.shape[0] != attributes.shape[0]:
+        raise ValueError(f"Expected image [B, {', '.join(map(str, IMAGE_SHAPE))}] and attributes "
+                         f"[B, A], got {image.shape} and {attributes.shape}.")
+    return image, attributes
 
 
 def edit_inputs(image: Array, attrs_from: Array, attrs_to: Array) -> tuple[Array, Array, Array]:
     """(image, attrs_from, attrs_to) of an attribute edit as float32 arrays, shapes checked."""
-    x, y_from = example_inputs({"image": image, "attributes": attrs_from})
+    x, y_from = batch_inputs({"image": image, "attributes": attrs_from})
     y_to = jnp.asarray(attrs_to, jnp.float32)
     if y_to.shape != y_from.shape:
         raise ValueError(f"attrs_from has shape {y_from.shape} but attrs_to has shape "
@@ -172,30 +179,58 @@ def edit_inputs(image: Array, attrs_from: Array, attrs_to: Array) -> tuple[Array
     return x, y_from, y_to
 
 
+def network_options(config) -> dict[str, Any]:
+    """The options every model passes to its networks: `conv_impl` and the compute `dtype`."""
+    return {"conv_impl": config.model.get("conv_impl", "auto"), "dtype": model_dtype(config)}
+
+
+def log_var_ranges(config) -> dict[str, Optional[tuple[float, float]]]:
+    """The soft-clip ranges of a config (`model.decoder_log_var_range`,
+    `model.latent_log_var_range`), as the keyword arguments of the models that have both."""
+    m = config.model
+    return {"decoder_log_var_range": optional_range(m.get("decoder_log_var_range", None)),
+            "latent_log_var_range": optional_range(m.get("latent_log_var_range", None))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points that every model implements the same way. `get_model(config, num_attributes)`
+# is the model module's; its flax module has the methods named here.
+
+
+def init_train_state(get_model: Callable[..., Any], key: Array, config,
+                     example_batch: Mapping[str, Any]) -> TrainState:
+    """The initial `TrainState` of a single-network model (float32 parameters, Adam state, int32
+    step 0): `init_params` of `get_model(config, A)` on the example batch, jitted."""
+    image, attributes = batch_inputs(example_batch)
+    model = get_model(config, attributes.shape[-1])
+    params = jax.jit(lambda k: init_params(model, k, image, attributes))(key)
+    return create_train_state(model.apply, params, make_optimizer(config.optimizer))
+
+
+def sample_images(get_model: Callable[..., Any], params: PyTree, attributes: Array, key: Array,
+                  temperature: float | Array, config) -> Array:
+    """The model's `generate(attributes, temperature)`, with `key` as the "sample" stream: the
+    body of every model's `sample`."""
+    attributes = jnp.asarray(attributes, jnp.float32)
+    model = get_model(config, attributes.shape[-1])
+    return model.apply({"params": params}, attributes, temperature, method=type(model).generate,
+                       rngs={"sample": key})
+
+
 def apply_to_images(get_model: Callable[..., Any], params: PyTree, image: Array,
                     attributes: Array, method, config) -> Any:
     """`method` of the model `get_model(config, A)` applied to (image, attributes), checked and
     float32: the body of every model's `encode` and `reconstruct`."""
-    x, y = example_inputs({"image": image, "attributes": attributes})
+    x, y = batch_inputs({"image": image, "attributes": attributes})
     return get_model(config, y.shape[-1]).apply({"params": params}, x, y, method=method)
 
 
-@flax.struct.dataclass
-class GaussianVAEOutput:
-    """What the forward pass of a Gaussian latent-variable model returns.
-
-    Attributes:
-      posterior_mean, posterior_log_var: q(z | x, y), each `[B, J]`.
-      prior_mean, prior_log_var: p(z | y) (CMMA) or N(0, I) (CVAE), each `[B, J]`.
-      image_mean, image_log_var: p(x | z, ...) at z = the posterior mean, each `[B, 64, 64, 3]`.
-    """
-
-    posterior_mean: Array
-    posterior_log_var: Array
-    prior_mean: Array
-    prior_log_var: Array
-    image_mean: Array
-    image_log_var: Array
+def edit_images(get_model: Callable[..., Any], params: PyTree, image: Array, attrs_from: Array,
+                attrs_to: Array, config) -> Array:
+    """The model's `edit(x, y_from, y_to)` on checked float32 inputs: the body of every `edit`."""
+    x, y_from, y_to = edit_inputs(image, attrs_from, attrs_to)
+    model = get_model(config, y_from.shape[-1])
+    return model.apply({"params": params}, x, y_from, y_to, method=type(model).edit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,9 +239,10 @@ class GaussianVAEOutput:
 # Under `jax.pmap` (the trainer's optional parallelism, `axis_name` set) each device holds B/n
 # examples and the same step key. So that a pmapped step computes exactly what one device computes
 # on the global batch (same noise for every example, batch statistics such as the VLAE's MMD over
-# the global batch), the models draw noise for the global batch and keep their own rows, and
-# compute batch-level objectives on all-gathered arrays. Without `axis_name` (jit, on one device
-# or over a mesh, where JAX partitions a global computation) these helpers do nothing.
+# the global batch), the models draw noise for the global batch and keep their own rows
+# (`losses.batch_normal`), and compute batch-level objectives on all-gathered arrays.
+# Without `axis_name` (jit, on one device or over a mesh, where JAX partitions a global
+# computation) these helpers do nothing.
 
 
 def gather_rows(tree: PyTree, axis_name: Optional[str]) -> PyTree:
@@ -224,16 +260,6 @@ def own_rows(tree: PyTree, local_size: int, axis_name: Optional[str]) -> PyTree:
     start = jax.lax.axis_index(axis_name) * local_size
     return jax.tree_util.tree_map(
         lambda a: jax.lax.dynamic_slice_in_dim(a, start, local_size, axis=0), tree)
-
-
-def batch_normal(key: Array, shape: tuple[int, ...], axis_name: Optional[str]) -> Array:
-    """Standard normals of `shape` = (local batch, ...), float32: under pmap, this device's rows of
-    one draw for the global batch, so every example gets the noise a single device would draw."""
-    if axis_name is None:
-        return jax.random.normal(key, shape, jnp.float32)
-    n = jax.lax.axis_size(axis_name)
-    full = jax.random.normal(key, (n * shape[0],) + tuple(shape[1:]), jnp.float32)
-    return own_rows(full, shape[0], axis_name)
 
 
 def globalize(fn: Callable[..., Any], local_size: int, axis_name: Optional[str]):
@@ -255,55 +281,3 @@ def cross_device_mean(tree: PyTree, axis_name: Optional[str]) -> PyTree:
     if axis_name is None:
         return tree
     return jax.lax.pmean(tree, axis_name)
-
-
-def cross_device_mean(tree: PyTree, axis_name: Optional[str]) -> PyTree:
-    """`lax.pmean` over `axis_name` under `pmap`; the identity when `axis_name` is None."""
-    if axis_name is None:
-        return tree
-    return jax.lax.pmean(tree, axis_name)
-
-
-def elbo_train_step(
-    state: TrainState,
-    batch: Mapping[str, Array],
-    key: Array,
-    *,
-    bound_fn: Callable[[PyTree, Mapping[str, Array], Array], Any],
-    axis_name: Optional[str] = None,
-) -> tuple[TrainState, dict[str, Array]]:
-    """One Adam step on the negative conditional bound, averaged over the batch.
-
-    loss = mean_b [ -elbo_b ], with elbo_b the per-example bound in nats (a sum over the pixels and
-    the latent units: never a per-pixel mean, which would rescale the KL's weight).
-
-    Args:
-      state: a `TrainState`.
-      batch: `{"image": [B, 64, 64, 3], "attributes": [B, A]}`.
-      key: the per-step key.
-      bound_fn: `bound_fn(params, batch, key) -> losses.ElboTerms` (per example).
-      axis_name: the `pmap` axis, or None (jit, any mesh). Under `pmap`, `bound_fn` must take an
-        `axis_name` keyword and return the terms of the global batch (see `globalize`); the
-        gradients are averaged over the devices, which makes them those of the global loss.
-
-    Returns:
-      The new state and the metrics: "loss", "elbo", "log_likelihood", "kl" (batch means),
-      "grad_norm" (before clipping) and "param_norm" (of the parameters the loss was computed at).
-    """
-
-    def loss_fn(params):
-        terms = bound_fn(params, batch, key, axis_name=axis_name)
-        return -jnp.mean(terms.elbo), terms
-
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = cross_device_mean(grads, axis_name)
-    metrics = {
-        "loss": loss,
-        "elbo": jnp.mean(terms.elbo),
-        "log_likelihood": jnp.mean(terms.log_likelihood),
-        "kl": jnp.mean(terms.kl),
-        "grad_norm": global_norm(grads),
-        "param_norm": global_norm(state.params),
-    }
-    metrics = cross_device_mean(metrics, axis_name)
-    return state.apply_gradients(grads=grads), f32_metrics(metrics)

@@ -50,6 +50,11 @@ Public functions (`params` is `state.params`):
       -> [V, B, 64, 64, 3]
   face_arithmetic(params, images_a, images_b, images_c, attrs_a, attrs_b, attrs_c, *, config)
       -> [B, 64, 64, 3]   (A - B + C in every layer's latent space, Xu 2018 figure 4)
+  capabilities(config) -> sample, encode, reconstruct, traverse, arithmetic (+ edit if conditional)
+
+The flax module's methods return named structures: `LadderPosterior` (encode), `ImageGaussian`
+(decode), `VLAEOutput` (the forward pass); the public functions above return plain arrays and
+lists, as documented.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ import functools
 import itertools
 from typing import Any, Mapping, Optional, Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -69,6 +75,35 @@ Array = jax.Array
 
 NUM_LAYERS = nets.NUM_LADDER_LAYERS
 MMD_KERNELS = ("gaussian", "imq")
+
+PROGRESS_METRICS = ("loss",)
+
+
+@flax.struct.dataclass
+class LadderPosterior:
+    """q(z_l | x) for every layer: `means` and `log_vars`, lists of 4 arrays `[B, d_l]` float32."""
+
+    means: list[Array]
+    log_vars: list[Array]
+
+
+@flax.struct.dataclass
+class ImageGaussian:
+    """p(x | z_1..z_4[, y]): `mean` and `log_var`, each `[B, 64, 64, 3]` float32."""
+
+    mean: Array
+    log_var: Array
+
+
+@flax.struct.dataclass
+class VLAEOutput:
+    """What the VLAE's forward pass returns: the posterior of every layer (`LadderPosterior`'s
+    lists) and p(x | z = the posterior means[, y]) (`ImageGaussian`'s arrays)."""
+
+    posterior_means: list[Array]
+    posterior_log_vars: list[Array]
+    image_mean: Array
+    image_log_var: Array
 
 
 class VLAE(nn.Module):
@@ -106,33 +141,36 @@ class VLAE(nn.Module):
             self.features, self.hidden, self.inject_features, self.decoder_log_var_range,
             self.conv_impl, self.dtype)
 
-    def encode(self, x: Array, y: Optional[Array] = None) -> tuple[list[Array], list[Array]]:
-        """q(z_l | x) for every layer: (means, log_vars), lists of `[B, d_l]` float32 (y unused)."""
+    def encode(self, x: Array, y: Optional[Array] = None) -> LadderPosterior:
+        """q(z_l | x) for every layer (y unused)."""
         del y
-        return self.encoder(x)
+        means, log_vars = self.encoder(x)
+        return LadderPosterior(means=means, log_vars=log_vars)
 
-    def decode(self, latents: Sequence[Array], y: Optional[Array] = None) -> tuple[Array, Array]:
-        """p(x | z_1..z_4[, y]): (mean, log_var), each `[B, 64, 64, 3]` float32."""
-        return self.decoder(latents, y if self.conditional else None)
+    def decode(self, latents: Sequence[Array], y: Optional[Array] = None) -> ImageGaussian:
+        """p(x | z_1..z_4[, y])."""
+        mean, log_var = self.decoder(latents, y if self.conditional else None)
+        return ImageGaussian(mean=mean, log_var=log_var)
 
     def generate(self, y: Array, temperature: float | Array = 1.0) -> Array:
         """g_μ(z), every z_l = temperature · ε_l, ε_l ~ N(0, I) from the "sample" stream."""
         eps = _standard_normal_latents(self.make_rng("sample"), y.shape[0], self.latent_dims)
-        return self.decode([temperature * e for e in eps], y)[0]
+        return self.decode([temperature * e for e in eps], y).mean
 
     def reconstruct(self, x: Array, y: Optional[Array] = None) -> Array:
         """g_μ(posterior means[, y])."""
-        return self.decode(self.encode(x, y)[0], y)[0]
+        return self.decode(self.encode(x, y).means, y).mean
 
     def edit(self, x: Array, y_from: Array, y_to: Array) -> Array:
         """Encode (means), decode with the new attributes: g_μ(μ(x), y_to)."""
-        return self.decode(self.encode(x, y_from)[0], y_to)[0]
+        return self.decode(self.encode(x, y_from).means, y_to).mean
 
-    def __call__(self, x: Array, y: Array) -> tuple[list[Array], list[Array], Array, Array]:
-        """Both networks once (used by `init`): posterior means, log-vars, and p(x | means)."""
-        means, log_vars = self.encode(x, y)
-        image_mean, image_log_var = self.decode(means, y)
-        return means, log_vars, image_mean, image_log_var
+    def __call__(self, x: Array, y: Array) -> VLAEOutput:
+        """Both networks once (used by `init`): the posteriors, and p(x | the posterior means)."""
+        posterior = self.encode(x, y)
+        image = self.decode(posterior.means, y)
+        return VLAEOutput(posterior_means=posterior.means, posterior_log_vars=posterior.log_vars,
+                          image_mean=image.mean, image_log_var=image.log_var)
 
 
 def _standard_normal_latents(key: Array, batch_size: int,
@@ -147,20 +185,29 @@ def _standard_normal_latents(key: Array, batch_size: int,
 def get_model(config, num_attributes: Optional[int] = None) -> VLAE:
     """The VLAE module of a config (`num_attributes` is accepted for the common interface)."""
     del num_attributes
-    m = config.model
-    sizes = nets.resolve_sizes(m)
+    sizes = nets.resolve_sizes(config.model)
     return VLAE(
         features=sizes["encoder_features"],
         latent_dims=tuple(sizes["ladder_latent_dims"]),
         hidden=sizes["ladder_hidden"],
         head_features=sizes["ladder_head_features"],
         inject_features=sizes["ladder_inject_features"],
-        conditional=bool(m.get("conditional", True)),
-        decoder_log_var_range=common.optional_range(m.get("decoder_log_var_range", None)),
-        latent_log_var_range=common.optional_range(m.get("latent_log_var_range", None)),
-        conv_impl=m.get("conv_impl", "auto"),
-        dtype=common.model_dtype(config),
+        conditional=_conditional(config),
+        **common.log_var_ranges(config),
+        **common.network_options(config),
     )
+
+
+def _conditional(config) -> bool:
+    return bool(config.model.get("conditional", True))
+
+
+def capabilities(config) -> frozenset[str]:
+    """What a VLAE can do (`cmma_jax.models.CAPABILITIES`): sample, encode, reconstruct, traverse,
+    arithmetic, and edit when it is conditional (`model.conditional`). No bound: the MMD-VLAE's
+    objective is not one."""
+    caps = {"sample", "encode", "reconstruct", "traverse", "arithmetic"}
+    return frozenset(caps | {"edit"} if _conditional(config) else caps)
 
 
 def latent_dims(config) -> tuple[int, ...]:
@@ -196,10 +243,7 @@ def mmd_kernel(config, dim: int):
 
 def init_state(key: Array, config, example_batch: Mapping[str, Any]) -> common.TrainState:
     """Initial `TrainState` (float32 parameters, Adam state, int32 step 0)."""
-    image, attributes = common.example_inputs(example_batch)
-    model = get_model(config, attributes.shape[-1])
-    params = jax.jit(lambda k: common.init_params(model, k, image, attributes))(key)
-    return common.create_train_state(model.apply, params, common.make_optimizer(config.optimizer))
+    return common.init_train_state(get_model, key, config, example_batch)
 
 
 def loss_terms(params, batch: Mapping[str, Array], key: Array, *, config,
@@ -224,15 +268,15 @@ def loss_terms(params, batch: Mapping[str, Array], key: Array, *, config,
         lambda zs, y: model.apply(variables, zs, y, method=VLAE.decode), x.shape[0], axis_name)
     x, y = common.gather_rows((x, y), axis_name)
     b, dims = x.shape[0], model.latent_dims
-    means, log_vars = encode_fn(x)
+    posterior = encode_fn(x)
     # One draw of 2B standard normals per layer (one RNG op): the first B reparameterise the
     # posterior samples z_l = μ_l + ε_l ⊙ exp(v_l / 2), the other B are the prior samples.
     normals = _standard_normal_latents(key, 2 * b, dims)
     eps = [n[:b] for n in normals]
     prior_samples = [n[b:] for n in normals]
-    zs = [m + e * jnp.exp(0.5 * v) for m, v, e in zip(means, log_vars, eps)]
-    image_mean, image_log_var = decode_fn(zs, y)
-    log_likelihood = losses.gaussian_log_likelihood(x, image_mean, image_log_var)
+    zs = [m + e * jnp.exp(0.5 * v) for m, v, e in zip(posterior.means, posterior.log_vars, eps)]
+    image = decode_fn(zs, y)
+    log_likelihood = losses.gaussian_log_likelihood(x, image.mean, image.log_var)
     unbiased = bool(config.model.get("mmd_unbiased", False))
     mmds = [losses.mmd(z, p, kernel=mmd_kernel(config, d), unbiased=unbiased)
             for z, p, d in zip(zs, prior_samples, dims)]
@@ -274,15 +318,13 @@ def train_step(state: common.TrainState, batch: Mapping[str, Array], key: Array,
 def sample(params, attributes: Array, key: Array, temperature: float | Array = 1.0, *,
            config) -> Array:
     """Faces, `[B, 64, 64, 3]`: g_μ(temperature · ε_1..4[, y]); temperature 0 = all latents 0."""
-    attributes = jnp.asarray(attributes, jnp.float32)
-    model = get_model(config, attributes.shape[-1])
-    return model.apply({"params": params}, attributes, temperature, method=VLAE.generate,
-                       rngs={"sample": key})
+    return common.sample_images(get_model, params, attributes, key, temperature, config)
 
 
 def encode(params, image: Array, attributes: Array, *, config) -> tuple[list[Array], list[Array]]:
     """q(z_l | x): (means, log_vars), lists of 4 arrays `[B, d_l]`."""
-    return common.apply_to_images(get_model, params, image, attributes, VLAE.encode, config)
+    posterior = common.apply_to_images(get_model, params, image, attributes, VLAE.encode, config)
+    return posterior.means, posterior.log_vars
 
 
 def reconstruct(params, image: Array, attributes: Array, *, config) -> Array:
@@ -293,12 +335,10 @@ def reconstruct(params, image: Array, attributes: Array, *, config) -> Array:
 def edit(params, image: Array, attrs_from: Array, attrs_to: Array, *, config) -> Array:
     """Changes the attributes of faces: encode (means; the encoder does not see attributes), then
     decode with `attrs_to`. Needs `config.model.conditional`."""
-    if not config.model.get("conditional", True):
+    if not _conditional(config):
         raise ValueError("vlae.edit needs a conditional VLAE (config.model.conditional=True); "
                          "for an unconditional one use vlae.face_arithmetic.")
-    x, y_from, y_to = common.edit_inputs(image, attrs_from, attrs_to)
-    model = get_model(config, y_from.shape[-1])
-    return model.apply({"params": params}, x, y_from, y_to, method=VLAE.edit)
+    return common.edit_images(get_model, params, image, attrs_from, attrs_to, config)
 
 
 def decode_latents(params, latents: Sequence[Array], attributes: Array, *, config) -> Array:
@@ -306,7 +346,7 @@ def decode_latents(params, latents: Sequence[Array], attributes: Array, *, confi
     attributes = jnp.asarray(attributes, jnp.float32)
     model = get_model(config, attributes.shape[-1])
     latents = [jnp.asarray(z, jnp.float32) for z in latents]
-    return model.apply({"params": params}, latents, attributes, method=VLAE.decode)[0]
+    return model.apply({"params": params}, latents, attributes, method=VLAE.decode).mean
 
 
 def sample_latents(key: Array, batch_size: int, temperature: float | Array = 1.0, *,

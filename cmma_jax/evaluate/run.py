@@ -1,0 +1,241 @@
+"""The whole evaluation: `evaluate_workdirs(workdirs, settings, output_dir)`."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from cmma_jax import classifier as classifier_lib
+from cmma_jax.data.reading import SplitReader
+from cmma_jax.evaluate import bounds, fidelity, parzen, report
+from cmma_jax.evaluate.common import Array, summarize
+from cmma_jax.evaluate.settings import EvalSettings
+from cmma_jax.images import IMAGE_SHAPE
+from cmma_jax.progress import Progress
+from cmma_jax.workdirs import TrainedModel, load_model
+
+
+def data_config_for(models: Sequence[TrainedModel], *, data_dir: str | None = None,
+                    prepared_dir: str | None = None) -> ml_collections.ConfigDict:
+    """The data section every model is evaluated on: the first model's, with overrides of
+    where the raw folder (`data_dir`) and the prepared datasets (`prepared_dir`) are now.
+
+    Raises:
+      ValueError: if the models were trained on different datasets or attributes.
+    """
+    if not models:
+        raise ValueError("No models to evaluate.")
+    first = models[0]
+    for m in models[1:]:
+        if m.config.data.name != first.config.data.name:
+            raise ValueError(f"{m.workdir} was trained on {m.config.data.name!r} but "
+                             f"{first.workdir} on {first.config.data.name!r}: evaluate models of "
+                             "one dataset together.")
+        if m.attribute_names != first.attribute_names:
+            raise ValueError(f"{m.workdir} and {first.workdir} have different attributes.")
+    section = ml_collections.ConfigDict(first.config.data.to_dict())
+    if data_dir is not None:
+        section.data_dir = data_dir
+    if prepared_dir is not None:
+        section.prepared_dir = prepared_dir
+    return section
+
+
+def _fold(key: Array, name: str) -> Array:
+    # A stable per-estimator key (the same for every model, so models see the same noise).
+    return jax.random.fold_in(key, sum(ord(c) * 31**i for i, c in enumerate(name)) % (2**31))
+
+
+def _evaluate_model(model: TrainedModel, settings: EvalSettings, data_section, key: Array,
+                    predict_fn, classifier_names) -> dict[str, Any]:
+    model_lib, params, config = model.model_lib, model.params, model.config
+    result: dict[str, Any] = {
+        "workdir": model.workdir, "model": model.name, "step": model.step,
+        "preset": config.model.get("preset"), "attribute_encoding": model.encoding,
+        "seconds": {},
+    }
+    per_face: dict[str, np.ndarray] = {}
+    result["per_face"] = per_face  # taken out (to per_face.npz) by evaluate_workdirs
+    tag = f"[{model.name}]"
+
+    capabilities = model.capabilities
+    dim = math.prod(IMAGE_SHAPE)
+
+    def progress(what, total):
+        return Progress(f"{tag} {what}", total, enabled=settings.show_progress)
+
+    def reader(split, limit, batch):
+        return SplitReader(data_section, split, batch_size=batch, limit=limit)
+
+    if "bound" in settings.estimators and "bound" in capabilities:
+        t0 = time.perf_counter()
+        chunks = reader(settings.split, settings.num_test, settings.batch_size)
+        terms = bounds.conditional_bound(
+            model_lib, params, config, chunks, _fold(key, "bound"),
+            num_samples=settings.bound_samples,
+            progress=progress("bound", chunks.num_examples), total=chunks.num_examples)
+        per_face["bound"] = terms["elbo"]
+        result["bound"] = {**summarize(terms["elbo"], dim),
+                           "log_likelihood": float(np.mean(terms["log_likelihood"])),
+                           "kl": float(np.mean(terms["kl"])),
+                           "num_samples": settings.bound_samples}
+        result["seconds"]["bound"] = time.perf_counter() - t0
+    if "iwae" in settings.estimators and "iwae" in capabilities:
+        t0 = time.perf_counter()
+        chunks = reader(settings.split, settings.num_test, settings.batch_size)
+        iwae = bounds.importance_weighted_bounds(
+            model_lib, params, config, chunks, _fold(key, "iwae"),
+            num_samples=settings.iwae_samples, sample_chunk=settings.iwae_sample_chunk,
+            progress=progress(f"IWAE K<={max(settings.iwae_samples)}", chunks.num_examples),
+            total=chunks.num_examples)
+        result["iwae"] = {str(k): summarize(v, dim) for k, v in iwae.items()}
+        per_face.update({f"iwae_{k}": v for k, v in iwae.items()})
+        result["seconds"]["iwae"] = time.perf_counter() - t0
+    if "parzen" in settings.estimators and "sample" in capabilities:
+        t0 = time.perf_counter()
+        common_args = dict(num_samples=settings.parzen_samples,
+                           temperature=settings.parzen_temperature,
+                           sample_chunk=settings.parzen_sample_chunk)
+        parzen_key = _fold(key, "parzen")
+        val = reader(settings.validation_split, settings.parzen_num_validation,
+                     settings.parzen_batch)
+        sigma, grid = parzen.select_parzen_sigma(
+            model_lib, params, config, val, jax.random.fold_in(parzen_key, 0),
+            sigmas=settings.parzen_sigmas,
+            progress=progress("Parzen sigma on validation", val.num_examples),
+            total=val.num_examples, **common_args)
+        test = reader(settings.split, settings.parzen_num_test, settings.parzen_batch)
+        ll = parzen.parzen_log_likelihoods(
+            model_lib, params, config, test, jax.random.fold_in(parzen_key, 1), sigmas=[sigma],
+            progress=progress("Parzen test", test.num_examples), total=test.num_examples,
+            **common_args)[0]
+        per_face["parzen"] = ll
+        at_edge = sigma in (min(settings.parzen_sigmas), max(settings.parzen_sigmas))
+        result["parzen"] = {**summarize(ll, dim), "sigma": sigma,
+                            "sigma_at_grid_edge": bool(at_edge),
+                            "validation_mean_by_sigma": {f"{s:g}": float(m) for s, m in
+                                                         zip(settings.parzen_sigmas, grid)},
+                            "num_validation": val.num_examples,
+                            "num_samples": settings.parzen_samples}
+        result["seconds"]["parzen"] = time.perf_counter() - t0
+    if predict_fn is not None and "sample" in capabilities:
+        t0 = time.perf_counter()
+        chunks = reader(settings.split, settings.num_test, settings.batch_size)
+        sampler = parzen.per_face_sampler(model_lib, config, float(settings.fidelity_temperature))
+        fid_key = _fold(key, "fidelity")
+        zero = np.zeros((1,), np.int32)
+
+        def generate(chunk):
+            out = sampler(params, chunk.attributes(model.encoding), chunk.indices, zero, fid_key)
+            return out[:, 0]
+
+        result["fidelity"] = fidelity.attribute_fidelity(
+            predict_fn, chunks, generate_fn=generate, attribute_names=classifier_names,
+            progress=progress("fidelity", chunks.num_examples), total=chunks.num_examples)
+        result["fidelity"]["temperature"] = settings.fidelity_temperature
+        result["seconds"]["fidelity"] = time.perf_counter() - t0
+    return result
+
+
+def evaluate_workdirs(workdirs: Sequence[str], settings: EvalSettings | None = None,
+                      output_dir: str | None = None) -> dict[str, Any]:
+    """Evaluates trained models on one split and writes `results.json` and `results.md`.
+
+    Every model gets the estimators that apply to it: the bound and IWAE where the model has
+    them (cmma, cvae), Parzen and attribute fidelity where it can generate faces from attributes
+    (all four). With a classifier, the real faces of the split are scored too (the ceiling).
+
+    Args:
+      workdirs: training workdirs (`launch/train.py`), all of one dataset.
+      settings: what to compute (`EvalSettings`; defaults suit a CPU).
+      output_dir: where `results.json` and `results.md` go (None: nothing is written).
+
+    Returns:
+      The results: {"settings", "dataset", "split", "machine", "date", "classifier",
+      "models": [one dict per model: "bound", "iwae", "parzen", "fidelity" where they apply,
+      "seconds"], "real": {"fidelity"} or None, "comparisons": `paired_differences` (the first
+      model minus each other one), "notes": [...]}. With `output_dir`, every face's values go to
+      `per_face.npz` as well.
+
+    Raises:
+      ValueError: for models of different datasets, or a classifier of other attributes.
+      FileNotFoundError: for a workdir without a checkpoint.
+    """
+    settings = settings or EvalSettings()
+    models = [load_model(w) for w in workdirs]
+    data_section = data_config_for(models, data_dir=settings.data_dir,
+                                   prepared_dir=settings.prepared_dir)
+    names = models[0].attribute_names
+    predict_fn, classifier_info = None, None
+    if "fidelity" in settings.estimators and settings.classifier_workdir:
+        c_config, c_names, c_params = classifier_lib.load_classifier(settings.classifier_workdir)
+        if tuple(c_names) != tuple(names):
+            raise ValueError(
+                f"The classifier in {settings.classifier_workdir} was trained on the attributes "
+                f"of {c_config.data.name!r} ({len(c_names)}), the models on those of "
+                f"{data_section.name!r} ({len(names)}); train a classifier on the models' "
+                "dataset.")
+        jitted = jax.jit(functools.partial(classifier_lib.predict, config=c_config))
+        predict_fn = functools.partial(jitted, c_params)
+        classifier_info = {"workdir": settings.classifier_workdir,
+                           "num_steps": int(c_config.training.num_steps)}
+    key = jax.random.key(settings.seed)
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "dataset": data_section.name,
+        "data_dir": data_section.get("data_dir"),
+        "split": settings.split,
+        "settings": settings.to_dict(),
+        "machine": report.machine_description(),
+        "classifier": classifier_info,
+        "models": [],
+        "real": None,
+        "notes": [],
+    }
+    if "fidelity" in settings.estimators and predict_fn is None:
+        results["notes"].append("Attribute fidelity skipped: no classifier "
+                                "(--classifier_workdir; train one with "
+                                "launch/train_classifier.py).")
+    for model in models:
+        results["models"].append(
+            _evaluate_model(model, settings, data_section, key, predict_fn, names))
+        chosen = results["models"][-1].get("parzen")
+        if chosen and chosen["sigma_at_grid_edge"]:
+            results["notes"].append(
+                f"{model.name}: the Parzen σ chosen ({chosen['sigma']:g}) is at the edge of the "
+                "grid; widen --parzen_sigmas.")
+    for note in results["notes"]:
+        if settings.show_progress:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+    per_face = {f"{i}_{m['model']}": m.pop("per_face") for i, m in enumerate(results["models"])}
+    results["comparisons"] = report.paired_differences(list(per_face.values()),
+                                                [m["model"] for m in results["models"]])
+    if predict_fn is not None:
+        chunks = SplitReader(data_section, settings.split, batch_size=settings.batch_size,
+                             limit=settings.num_test)
+        shown = Progress("[real faces] fidelity", chunks.num_examples,
+                         enabled=settings.show_progress)
+        results["real"] = {"fidelity": fidelity.attribute_fidelity(
+            predict_fn, chunks, attribute_names=names, progress=shown,
+            total=chunks.num_examples)}
+        shown.close()
+    if output_dir is not None:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "results.json"), "w") as f:
+            json.dump(report.json_safe(results), f, indent=2)
+        with open(os.path.join(output_dir, "results.md"), "w") as f:
+            f.write(report.markdown_report(results))
+        # Every face's value of every estimator, "<model index>_<model>/<estimator>".
+        np.savez(os.path.join(output_dir, "per_face.npz"),
+                 **{f"{m}/{e}": v for m, d in per_face.items() for e, v in d.items()})
+    return results

@@ -1,0 +1,147 @@
+"""Images as people see them: the image shape, grids of faces with labels, PNG files.
+
+A bottom layer: it imports nothing of `cmma_jax`. Images are float arrays in [0, 1] of shape
+`[N, H, W, 3]` (or `[rows, cols, H, W, 3]` for labelled grids); grid labels are drawn with
+Pillow's built-in font. The trainer's sample grids (`cmma_jax.train`) and the papers' figures
+(`cmma_jax.figures`) are both drawn with these.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# Every face in this project: 64x64 RGB (the CMMA paper's LFWcrop size, section 4).
+IMAGE_SHAPE = (64, 64, 3)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] (values outside are clipped) -> uint8 in [0, 255]."""
+    return np.round(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, num_cols: int | None = None, pad: int = 2,
+               background: int = 255) -> np.ndarray:
+    """Tiles images into one picture.
+
+    Args:
+      images: `[N, H, W, C]` in [0, 1], or `[rows, cols, H, W, C]` (then `num_cols` is `cols`).
+      num_cols: images per row for the `[N, ...]` form (default: about sqrt(N)).
+      pad: pixels between tiles.
+      background: grey level of the padding, 0-255.
+
+    Returns:
+      A uint8 array `[rows * (H + pad) + pad, cols * (W + pad) + pad, C]`.
+    """
+    images = np.asarray(images)
+    if images.ndim == 5:
+        rows, num_cols = images.shape[:2]
+        images = images.reshape((-1,) + images.shape[2:])
+    elif images.ndim == 4:
+        num_cols = num_cols or int(np.ceil(np.sqrt(len(images))))
+        rows = int(np.ceil(len(images) / num_cols))
+    else:
+        raise ValueError(f"image_grid takes [N, H, W, C] or [rows, cols, H, W, C] images, got "
+                         f"shape {images.shape}.")
+    n, h, w, c = images.shape
+    tiles = to_uint8(images)
+    grid = np.full((rows * (h + pad) + pad, num_cols * (w + pad) + pad, c), background, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, num_cols)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[top:top + h, left:left + w] = tiles[i]
+    return grid
+
+
+def _font():
+    return ImageFont.load_default()
+
+
+def labelled_grid(images: np.ndarray, row_labels: Sequence[str] | None = None,
+                  col_labels: Sequence[str] | None = None, pad: int = 2,
+                  title: str | None = None) -> Image.Image:
+    """A grid of `[rows, cols, H, W, 3]` images with row labels on the left and column labels on
+    top (and an optional title), as a Pillow image."""
+    images = np.asarray(images)
+    if images.ndim != 5:
+        raise ValueError(f"labelled_grid takes [rows, cols, H, W, 3] images, got {images.shape}.")
+    rows, cols = images.shape[:2]
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"{len(row_labels)} row labels for {rows} rows.")
+    if col_labels is not None and len(col_labels) != cols:
+        raise ValueError(f"{len(col_labels)} column labels for {cols} columns.")
+    grid = Image.fromarray(image_grid(images, pad=pad))
+    font = _font()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def text_size(text):
+        left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
+        return right - left, bottom - top
+
+    line_h = text_size("Ag")[1] + 4
+    left_w = (max(text_size(t)[0] for t in row_labels) + 8) if row_labels else 0
+    # Column labels may be wider than a tile: wrap them on '_' and spaces into several lines.
+    tile_w = images.shape[3] + pad
+    wrapped = [_wrap(t, tile_w, text_size) for t in col_labels] if col_labels else []
+    top_h = (max(len(w) for w in wrapped) * line_h + 4) if wrapped else 0
+    title_h = line_h + 4 if title else 0
+    canvas = Image.new("RGB", (left_w + grid.width, title_h + top_h + grid.height), "white")
+    canvas.paste(grid, (left_w, title_h + top_h))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 2), title, fill="black", font=font)
+    for j, lines in enumerate(wrapped):
+        for k, line in enumerate(lines):
+            draw.text((left_w + pad + j * tile_w, title_h + 2 + k * line_h), line, fill="black",
+                      font=font)
+    if row_labels:
+        tile_h = images.shape[2] + pad
+        for i, text in enumerate(row_labels):
+            y = title_h + top_h + pad + i * tile_h + (images.shape[2] - line_h) // 2
+            draw.text((4, y), text, fill="black", font=font)
+    return canvas
+
+
+def _wrap(text: str, width: int, text_size) -> list[str]:
+    words = text.replace("_", "_ ").split()
+    lines, current = [], ""
+    for word in words:
+        candidate = current + ("" if current.endswith("_") or not current else " ") + word
+        if current and text_size(candidate)[0] > width - 2:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    if current:
+        lines.append(current)
+    return lines or [""]
+
+
+def save_png(path: str, image: Image.Image | np.ndarray, colors: int | None = None) -> str:
+    """Writes a Pillow image or a uint8 array as PNG, creating the folder; returns the path.
+
+    With `colors` (2-256) the image is quantised to a palette of that many colours first, which
+    makes grids of faces several times smaller (for documentation).
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image))
+    if colors is not None:
+        image = image.convert("RGB").quantize(colors=int(colors), method=Image.Quantize.MEDIANCUT)
+    image.save(path, format="PNG", optimize=colors is not None)
+    return path
+
+
+def hstack_images(images: Sequence[Image.Image], gap: int = 12) -> Image.Image:
+    """Pillow images side by side on white, top-aligned."""
+    width = sum(im.width for im in images) + gap * (len(images) - 1)
+    height = max(im.height for im in images)
+    canvas = Image.new("RGB", (width, height), "white")
+    x = 0
+    for im in images:
+        canvas.paste(im, (x, 0))
+        x += im.width + gap
+    return canvas
