@@ -128,8 +128,8 @@ def test_pipeline_scores_raw_and_binarised(builder, fixture, data_dir):
     root, _, scores, _ = fixture
     kwargs = dict(
         batch_size=5,
-        data_dir=str(data_dir),
-        source_dir=str(root),
+        prepared_dir=str(data_dir),
+        data_dir=str(root),
         shard_index=0,
         shard_count=1,
         options={"num_train": 24, "num_validation": 6},
@@ -147,8 +147,8 @@ def test_pipeline_scores_raw_and_binarised(builder, fixture, data_dir):
     assert (
         pipeline.attribute_names(
             "lfw",
-            data_dir=str(data_dir),
-            source_dir=str(root),
+            prepared_dir=str(data_dir),
+            data_dir=str(root),
             options={"num_train": 24, "num_validation": 6},
         )
         == lfw.ATTRIBUTE_NAMES
@@ -274,3 +274,317 @@ def test_corrupt_image(tmp_path):
         for w in caught
     )
     assert b.info.metadata["skipped_images"] == ["Abdullah_Gul_0002.ppm"]
+
+
+# --- the 250x250 person-folder layouts (lfw/, lfw-deepfunneled/) ------------------------------
+
+
+def write_person_fixture(
+    root, num_rows=12, *, folder="lfw-deepfunneled", binary=False, nested=False, seed=1
+):
+    """Writes an LFW folder of 250x250 JPEGs in person folders (`folder`/<Person>/<Person>_NNNN.jpg)
+    and an attribute file: real scores in lfw_attributes.txt, or +-1 in lfw_attributes_binary.txt.
+
+    Returns (root, rows, values, paths): the (person, n) rows, the values written and each row's
+    JPEG.
+    """
+    rng = np.random.default_rng(seed)
+    root = pathlib.Path(root)
+    images_dir = root / folder / folder if nested else root / folder
+    rows, paths = [], []
+    counts = {}
+    for i in range(num_rows):
+        person = PEOPLE[i % len(PEOPLE)]
+        counts[person] = counts.get(person, 0) + 1
+        rows.append((person, counts[person]))
+        name = person.replace(" ", "_")
+        (images_dir / name).mkdir(parents=True, exist_ok=True)
+        # Smooth colour noise: JPEG keeps it well and every crop differs.
+        small = rng.integers(0, 256, (25, 25, 3), dtype=np.uint8)
+        path = images_dir / name / f"{name}_{counts[person]:04d}.jpg"
+        Image.fromarray(small).resize((250, 250), Image.BILINEAR).save(path, quality=90)
+        paths.append(path)
+    if binary:
+        values = np.where(rng.random((num_rows, 73)) < 0.4, 1.0, -1.0).astype(np.float32)
+        header, filename = "# 12 rows: 1 = among the two thirds ...", "lfw_attributes_binary.txt"
+        fmt = lambda v: str(int(v))  # noqa: E731
+    else:
+        values = np.round(rng.normal(0.0, 1.5, (num_rows, 73)), 6).astype(np.float32)
+        header, filename = "# lfw attributes file version 1.0", "lfw_attributes.txt"
+        fmt = lambda v: f"{v:.6f}"  # noqa: E731
+    lines = [header, "\t".join(["#", "person", "imagenum", *lfw.FILE_ATTRIBUTE_NAMES])]
+    for (person, n), row in zip(rows, values):
+        lines.append("\t".join([person, str(n)] + [fmt(v) for v in row]))
+    (root / filename).write_text("\n".join(lines) + "\n")
+    # Images without a row are not used.
+    (images_dir / "Nobody").mkdir()
+    Image.new("RGB", (250, 250)).save(images_dir / "Nobody" / "Nobody_0001.jpg")
+    return root, rows, values, paths
+
+
+def expected_face(path, box):
+    return lfw.crop_face(_images.read_image(path), box)
+
+
+def assert_records(builder, rows, values, paths, box, sizes=(6, 2, 4)):
+    sources = builder.as_data_source()
+    assert tuple(len(sources[s]) for s in lfw.SPLITS) == sizes
+    offset = 0
+    for split in lfw.SPLITS:
+        source = sources[split]
+        for i in range(len(source)):
+            record = source[i]
+            person, n = rows[offset + i]
+            assert record["filename"].decode() == lfw.face_filename(person, n, ".jpg")
+            np.testing.assert_array_equal(record["attributes"], values[offset + i])
+            assert record["image"].shape == (64, 64, 3)
+            np.testing.assert_array_equal(record["image"], expected_face(paths[offset + i], box))
+        offset += len(source)
+
+
+@pytest.mark.parametrize(
+    "folder, binary, nested, box",
+    [
+        ("lfw-deepfunneled", True, False, lfw.DEEPFUNNELED_BOX),
+        ("lfw-deepfunneled", False, True, lfw.DEEPFUNNELED_BOX),
+        ("lfw", False, False, lfw.LFWCROP_BOX),
+        ("lfw", True, True, lfw.LFWCROP_BOX),
+    ],
+    ids=["deepfunneled-binary", "deepfunneled-scores-nested", "lfw-scores", "lfw-binary-nested"],
+)
+def test_person_folder_layouts(tmp_path, folder, binary, nested, box):
+    root, rows, values, paths = write_person_fixture(
+        tmp_path / "src", folder=folder, binary=binary, nested=nested
+    )
+    b = build(root, tmp_path / "out", num_train=6, num_validation=2)
+    assert_records(b, rows, values, paths, box)
+    meta = b.info.metadata
+    assert meta["layout"] == folder
+    assert meta["attribute_values"] == ("binary" if binary else "scores")
+    assert os.path.basename(meta["attribute_file"]) == (
+        "lfw_attributes_binary.txt" if binary else "lfw_attributes.txt"
+    )
+    assert tuple(meta["crop_box"]) == box
+    assert list(meta["attribute_names"]) == list(lfw.ATTRIBUTE_NAMES)
+
+
+def test_binary_file_through_the_pipeline(tmp_path):
+    root, _, values, _ = write_person_fixture(tmp_path / "src", binary=True)
+    kwargs = dict(
+        batch_size=4,
+        prepared_dir=str(tmp_path / "out"),
+        data_dir=str(root),
+        shard_index=0,
+        shard_count=1,
+        options={"num_train": 6, "num_validation": 2, "num_workers": 0},
+    )
+
+    def read(encoding):
+        loaded = pipeline.load("lfw", "test", encoding=encoding, **kwargs)
+        return np.concatenate([b["attributes"] for b in loaded.iterator])
+
+    raw, binary = read("raw"), read("binary")
+    np.testing.assert_array_equal(raw, values[8:12])  # stored as in the file: +-1
+    np.testing.assert_array_equal(binary, (values[8:12] > 0).astype(np.float32))
+
+
+def test_crop_lands_on_the_box():
+    # A 250x250 image, black, white inside the deep-funneled box, a red dot at the box's centre.
+    left, top, right, bottom = (int(v) for v in lfw.DEEPFUNNELED_BOX)
+    assert (right - left, bottom - top) == (100, 100)
+    assert ((left + right) / 2, (top + bottom) / 2) == (125.0, 130.0)
+    image = np.zeros((250, 250, 3), np.uint8)
+    image[top:bottom, left:right] = 255
+    image[128:132, 123:127] = (255, 0, 0)
+    face = lfw.crop_face(image, lfw.DEEPFUNNELED_BOX)
+    assert face.shape == (64, 64, 3)
+    # The box fills the output: white to its edges (Lanczos reaches at most 2 pixels outside).
+    inner = face[2:-2, 2:-2].astype(int)
+    redness = inner[..., 0] - inner[..., 1]
+    assert (inner[redness < 20] > 230).all()
+    assert face[0:1].mean() > 120 and face[-1:].mean() > 120
+    assert face[:, 0:1].mean() > 120 and face[:, -1:].mean() > 120
+    # The red dot lands at the centre of the 64x64 face.
+    ys, xs = np.nonzero((face[..., 0].astype(int) - face[..., 1]) > 100)
+    assert abs(ys.mean() - 31.5) < 1 and abs(xs.mean() - 31.5) < 1
+    # A box 10 pixels further down shows the black below the white square.
+    shifted = lfw.crop_face(image, (left, top + 10, right, bottom + 10))
+    assert shifted[-5:].mean() < 20
+    # The box is in pixels of 250x250 and scales with the image: a 500x500 copy gives the same.
+    big = np.asarray(Image.fromarray(image).resize((500, 500), Image.NEAREST))
+    assert np.abs(lfw.crop_face(big, lfw.DEEPFUNNELED_BOX).astype(int) - face).mean() < 3
+    # The original lfw/ images get LFWcrop's box: corners (83, 92) and (166, 175), 84x84.
+    assert lfw.CROP_BOXES == {
+        "lfw": (83.0, 92.0, 167.0, 176.0),
+        "lfw-deepfunneled": (75.0, 80.0, 175.0, 180.0),
+    }
+    image = np.zeros((250, 250, 3), np.uint8)
+    image[92:176, 83:167] = 255
+    assert lfw.crop_face(image, lfw.LFWCROP_BOX)[2:-2, 2:-2].min() > 230
+
+
+def test_layout_choice_and_errors(tmp_path):
+    # Several layouts in one folder: LFWcrop first, then lfw/, then lfw-deepfunneled/; `layout`
+    # picks one.
+    root, _, _, deep_paths = write_person_fixture(tmp_path / "src", folder="lfw-deepfunneled")
+    # The same rows in lfw/, other images; lfw_attributes.txt is rewritten with other values.
+    root, rows, values, lfw_paths = write_person_fixture(tmp_path / "src", folder="lfw", seed=5)
+    assert lfw.find_layout(root).name == "lfw"
+    assert lfw.find_layout(root, "lfw-deepfunneled").image_dir == str(root / "lfw-deepfunneled")
+    b = build(root, tmp_path / "out", num_train=6, num_validation=2, layout="lfw-deepfunneled")
+    assert b.info.metadata["layout"] == "lfw-deepfunneled"
+    assert_records(b, rows, values, deep_paths, lfw.DEEPFUNNELED_BOX)
+    # Another crop box.
+    b = build(root, tmp_path / "out", num_train=6, num_validation=2, crop_box=[50, 50, 200, 200])
+    assert b.info.metadata["layout"] == "lfw"
+    assert b.info.metadata["crop_box"] == [50.0, 50.0, 200.0, 200.0]
+    assert_records(b, rows, values, lfw_paths, (50, 50, 200, 200))
+    b = build(root, tmp_path / "out", num_train=6, num_validation=2)
+    assert_records(b, rows, values, lfw_paths, lfw.LFWCROP_BOX)
+    with pytest.raises(ValueError, match=r"Unknown LFW layout 'lfwcrop_grey'"):
+        build(root, tmp_path / "out", layout="lfwcrop_grey")
+    with pytest.raises(
+        FileNotFoundError, match=r"lfwcrop_color/faces not found \(layout='lfwcrop'\)"
+    ):
+        build(root, tmp_path / "out", num_train=6, num_validation=2, layout="lfwcrop")
+    with pytest.raises(ValueError, match=r"crop_box .* must satisfy 0 <= left < right <= 250"):
+        build(root, tmp_path / "out", crop_box=(0, 0, 300, 100))
+    with pytest.raises(ValueError, match=r"crop_box must be 4 numbers"):
+        build(root, tmp_path / "out", crop_box=(0, 0, 100))
+    # LFWcrop faces are cropped already.
+    crop_root, *_ = write_fixture(tmp_path / "crop", 12)
+    with pytest.raises(ValueError, match=r"crop_box applies to the 250x250 layouts"):
+        build(crop_root, tmp_path / "out", num_train=6, num_validation=2, crop_box=(0, 0, 99, 99))
+    (crop_root / "lfw-deepfunneled").mkdir()
+    assert lfw.find_layout(crop_root).name == "lfwcrop"
+    # No layout at all: the error names the three.
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "lfw_attributes.txt").write_text(
+        (root / "lfw_attributes.txt").read_text()
+    )
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"No LFW faces in .*empty: lfwcrop_color/faces not found, nor lfw/ or"
+        r" lfw-deepfunneled/.*<Person_Name>/<Person_Name>_NNNN.jpg",
+    ):
+        build(tmp_path / "empty", tmp_path / "out", num_train=6, num_validation=2)
+
+
+def test_attribute_file_choice(tmp_path):
+    # Both files: the released one (real scores) is read, unless attribute_file names the other.
+    root, rows, scores, paths = write_person_fixture(tmp_path / "src")
+    binary_root, _, binary, _ = write_person_fixture(tmp_path / "bin", binary=True)
+    (root / "lfw_attributes_binary.txt").write_text(
+        (binary_root / "lfw_attributes_binary.txt").read_text()
+    )
+    b = build(root, tmp_path / "out", num_train=6, num_validation=2)
+    assert b.info.metadata["attribute_values"] == "scores"
+    assert_records(b, rows, scores, paths, lfw.DEEPFUNNELED_BOX)
+    b = build(
+        root,
+        tmp_path / "out",
+        num_train=6,
+        num_validation=2,
+        attribute_file="lfw_attributes_binary.txt",
+    )
+    assert b.info.metadata["attribute_values"] == "binary"
+    assert_records(b, rows, binary, paths, lfw.DEEPFUNNELED_BOX)
+    assert lfw.attribute_names_in(binary_root) == lfw.ATTRIBUTE_NAMES
+    assert lfw.attribute_names_in(tmp_path) is None
+    with pytest.raises(
+        FileNotFoundError, match=r"other.txt \(attribute_file='other.txt'\) not found"
+    ):
+        build(root, tmp_path / "out", attribute_file="other.txt")
+    os.remove(root / "lfw_attributes.txt")
+    os.remove(root / "lfw_attributes_binary.txt")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"lfw_attributes.txt not found \(nor lfw_attributes_binary.txt\).*download",
+    ):
+        build(root, tmp_path / "out", num_train=6, num_validation=2)
+
+
+def test_max_rows(tmp_path):
+    root, rows, values, paths = write_person_fixture(tmp_path / "src", 20)
+    b = build(root, tmp_path / "out", num_train=6, num_validation=2, max_rows=12)
+    assert_records(b, rows[:12], values[:12], paths[:12], lfw.DEEPFUNNELED_BOX)
+    with pytest.raises(ValueError, match=r"max_rows must be None \(all rows\) or >= 1"):
+        build(root, tmp_path / "out", max_rows=0)
+
+
+def test_jpeg_absent_or_corrupt(tmp_path):
+    root, rows, values, paths = write_person_fixture(tmp_path / "src")
+    os.remove(paths[2])  # Zico_0001.jpg, in train
+    paths[5].write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")  # Aaron_Eckhart_0002.jpg, in train
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"1 image\(s\) listed in .*lfw_attributes.txt are missing from .*lfw-deepfunneled:"
+        r" Zico/Zico_0001.jpg.*max_bad_images=1",
+    ):
+        build(root, tmp_path / "out", num_train=6, num_validation=2)
+    with pytest.raises(
+        _images.UnreadableImageError,
+        match=r"Cannot decode image .*Aaron_Eckhart_0002.jpg.*max_bad_images=2",
+    ), pytest.warns(UserWarning, match=r"Skipping 1 image\(s\).*Zico/Zico_0001.jpg"):
+        build(root, tmp_path / "out", num_train=6, num_validation=2, max_bad_images=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = build(root, tmp_path / "out2", num_train=6, num_validation=2, max_bad_images=2)
+    assert b.info.metadata["skipped_images"] == [
+        "Zico/Zico_0001.jpg",
+        "Aaron_Eckhart/Aaron_Eckhart_0002.jpg",
+    ]
+    keep = [i for i in range(12) if i not in (2, 5)]
+    assert_records(
+        b, [rows[i] for i in keep], values[keep], [paths[i] for i in keep],
+        lfw.DEEPFUNNELED_BOX, sizes=(4, 2, 4),
+    )
+
+
+def test_options_are_the_builders_keywords():
+    import inspect
+
+    params = set(inspect.signature(lfw.Lfw.__init__).parameters) - {"self", "config", "kwargs"}
+    assert set(lfw.OPTIONS) == params - {"source_dir"}
+
+
+# --- the real data, when ../shared/data/lfw is present -----------------------------------------
+
+REAL = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
+
+
+@pytest.mark.skipif(not (REAL / "lfw-deepfunneled").is_dir(), reason=f"{REAL} absent")
+def test_real_faces(tmp_path):
+    """The first 300 rows of the shared deep-funneled LFW with the binary attribute file."""
+    b = build(REAL, tmp_path / "out", num_train=200, num_validation=50, max_rows=300)
+    sources = b.as_data_source()
+    assert {k: len(v) for k, v in sources.items()} == {"train": 200, "validation": 50, "test": 50}
+    meta = b.info.metadata
+    assert meta["layout"] == "lfw-deepfunneled" and meta["attribute_values"] == "binary"
+    assert list(meta["attribute_names"]) == list(lfw.ATTRIBUTE_NAMES)
+    table = lfw.read_attribute_file(REAL / "lfw_attributes_binary.txt").head(300)
+    assert set(np.unique(table.scores)) == {-1.0, 1.0}
+    faces = []
+    offset = 0
+    for split in lfw.SPLITS:
+        source = sources[split]
+        for i in range(len(source)):
+            record = source[i]
+            row = offset + i
+            person, n = table.people[row], table.imagenums[row]
+            assert record["filename"].decode() == lfw.face_filename(person, n, ".jpg")
+            np.testing.assert_array_equal(record["attributes"], table.scores[row])
+            faces.append(record["image"])
+        offset += len(source)
+    faces = np.stack(faces).astype(np.float32)
+    first = lfw.image_path("lfw-deepfunneled", table.people[0], table.imagenums[0])
+    first = REAL / "lfw-deepfunneled" / first
+    np.testing.assert_array_equal(faces[0], expected_face(first, lfw.DEEPFUNNELED_BOX))
+    # Real faces: every one has contrast, and the crop is mostly skin in the middle (the mean
+    # face's centre is brighter and redder than its corners).
+    assert faces.reshape(len(faces), -1).std(axis=1).min() > 10
+    mean = faces.mean(axis=0)
+    centre = mean[24:40, 24:40]
+    corners = np.stack([mean[:8, :8], mean[:8, -8:], mean[-8:, :8], mean[-8:, -8:]])
+    assert centre.mean() > corners.mean()
+    assert centre[..., 0].mean() > centre[..., 2].mean() + 15  # skin: red above blue

@@ -1,24 +1,41 @@
-"""`lfw`: the paper's data, LFWcrop colour faces with the 73 attribute scores of Kumar et al.
+"""`lfw`: the paper's data, LFW faces at 64x64 with the 73 attributes of Kumar et al.
 
-The folder (passed as `source_dir`, or as tfds's manual directory) holds:
+The folder (passed as `source_dir`, or as tfds's manual directory) holds an attribute file and
+the faces in one of three layouts, found by looking for their folders in this order:
 
-    lfwcrop_color/faces/Aaron_Eckhart_0001.ppm ...   LFWcrop colour faces, 64x64 PPM
-    lfw_attributes.txt                               Kumar et al.'s attribute scores
+    lfwcrop_color/faces/Aaron_Eckhart_0001.ppm ...         "lfwcrop": LFWcrop colour faces, 64x64
+    lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg ...           "lfw": the original LFW, 250x250 JPEG
+    lfw-deepfunneled/Aaron_Eckhart/Aaron_Eckhart_0001.jpg  "lfw-deepfunneled": the deep-funneled
+                                                           alignment, 250x250 JPEG
+    lfw_attributes.txt           Kumar et al.'s attribute scores, as released (real-valued), or
+    lfw_attributes_binary.txt    the same layout with values +-1 (a binarised copy)
 
-`lfw_attributes.txt` has a header line, then a tab-separated line of column names (`person`,
+LFWcrop is the paper's data (section 4: "the cropped LFW faces"). The person-folder layouts are
+what LFW's own site releases; a folder nested in a folder of the same name, as some archives
+unpack (`lfw-deepfunneled/lfw-deepfunneled/<Person>/`), is read too. The `layout` option picks
+one layout where a folder holds several.
+
+The attribute file has a header line, then a tab-separated line of column names (`person`,
 `imagenum`, then the 73 attribute names: `Male`, `Asian`, `White`, ...; a leading `#` field is
 allowed, as in the released file), then one tab-separated row per image: the person's name, the
-image number and 73 real-valued scores (positive: the attribute is present). Row `(person, n)` is
-the face `lfwcrop_color/faces/<person with spaces as _>_<n as 4 digits>.ppm`. Faces without a
-row are not used.
+image number and 73 values. Row `(person, n)` is the face `<person with spaces as _>_<n as 4
+digits>.ppm` (LFWcrop) or `<Person>/<Person>_<NNNN>.jpg` (person folders). Faces without a row
+are not used. `lfw_attributes.txt` is read when present, else `lfw_attributes_binary.txt`; the
+`attribute_file` option names another.
 
 Attribute names are kept as in the file with spaces replaced by underscores, so that the shared
 ones read as CelebA's do (`Mouth_Slightly_Open`, `Big_Nose`, ...). The prepared dataset keeps
-the raw scores (float32); `cmma_jax.data.pipeline` offers them raw or binarised at 0.
+the raw values (float32: the real scores, or +-1); `cmma_jax.data.pipeline` offers them raw or
+binarised at 0, which reads both files alike.
+
+The face crop of 250x250 images (`CROP_BOXES`): for the original `lfw/` images, LFWcrop's own
+fixed box, so that they give LFWcrop's faces; for the deep-funneled images, a 100x100 square
+centred at (125, 130), chosen by looking at real faces to frame them as LFWcrop does (eyebrows
+to chin, little background). Either is resized to 64x64 with Lanczos. `crop_box` overrides it.
 
 Splits, the paper's: the first 10,000 rows of the attribute file (in file order) are train, the
 next 1,000 validation, the rest (2,143 for the released file) test. Both sizes are options, so
-that small fixtures can exercise all three splits.
+that small fixtures can exercise all three splits; `max_rows=N` reads only the first N rows.
 
 Bad input raises an error that names the file and the fix, as for `celeba`; `max_bad_images=N`
 skips up to N absent or undecodable faces with a warning.
@@ -27,23 +44,69 @@ skips up to N absent or undecodable faces with a warning.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import math
 import os
+import zlib
+from typing import Sequence
 
 import numpy as np
+from PIL import Image
 import tensorflow_datasets as tfds
 
 from cmma_jax.data import _images
-from cmma_jax.data import _parallel
-from cmma_jax.data._builder import BadImages, LocalBuilder, ZlibTensor, folder_config_name
+from cmma_jax.data._builder import (
+    BadImages,
+    LocalBuilder,
+    ZlibTensor,
+    folder_config_name,
+    read_faces,
+    read_lines,
+)
+from cmma_jax.images import IMAGE_SHAPE
 
-IMAGE_SHAPE = (64, 64, 3)
-ATTRIBUTE_FILE = "lfw_attributes.txt"
+ATTRIBUTE_FILE = "lfw_attributes.txt"  # as released: real-valued scores
+BINARY_ATTRIBUTE_FILE = "lfw_attributes_binary.txt"  # the same layout, values +-1
+ATTRIBUTE_FILES = (ATTRIBUTE_FILE, BINARY_ATTRIBUTE_FILE)  # read in this order of preference
 FACES_DIR = os.path.join("lfwcrop_color", "faces")
 SPLITS = ("train", "validation", "test")
 PAPER_NUM_TRAIN = 10_000
 PAPER_NUM_VALIDATION = 1_000
-_CHUNK = 200
+
+# The layouts, in the order they are looked for, and their image folders.
+LFWCROP = "lfwcrop"
+ORIGINAL = "lfw"
+DEEPFUNNELED = "lfw-deepfunneled"
+LAYOUTS = (LFWCROP, ORIGINAL, DEEPFUNNELED)
+LAYOUT_DIRS = {LFWCROP: FACES_DIR, ORIGINAL: "lfw", DEEPFUNNELED: "lfw-deepfunneled"}
+
+# The face crop of the 250x250 LFW images: (left, top, right, bottom) in pixels of a 250x250
+# image (right and bottom exclusive), scaled for an image of another size, then resized to 64x64.
+SOURCE_SIZE = 250
+# LFWcrop's fixed box (Sanderson and Lovell, ICB 2009; conradsanderson.id.au/lfwcrop): corners
+# (83, 92) and (166, 175) inclusive, an 84x84 square, on the original LFW images.
+LFWCROP_BOX = (83.0, 92.0, 167.0, 176.0)
+# The deep-funneled crop, chosen by looking at real faces: a 100x100 square centred at (125, 130).
+# The deep-funneled alignment puts the mean face's eyes at y ~ 110, the mouth at y ~ 157 and the
+# chin at y ~ 180, so this box runs from the lower forehead to the chin, the eyes at 30% of its
+# height and the mouth at 77%, with the cheeks nearly filling it, as in LFWcrop (eyes ~ 26%, mouth
+# ~ 77%). LFWcrop's own box cuts the chin of deep-funneled faces; a 110-130 px square shows hair
+# and background at the sides.
+DEEPFUNNELED_BOX = (75.0, 80.0, 175.0, 180.0)
+CROP_BOXES = {ORIGINAL: LFWCROP_BOX, DEEPFUNNELED: DEEPFUNNELED_BOX}
+
+# The keyword options of the `Lfw` builder besides `source_dir` and tfds's own (`data_dir`, ...).
+OPTIONS = (
+    "num_train",
+    "num_validation",
+    "max_bad_images",
+    "num_workers",
+    "layout",
+    "attribute_file",
+    "crop_box",
+    "max_rows",
+)
 
 # The 73 attribute columns of lfw_attributes.txt, as written in the file.
 FILE_ATTRIBUTE_NAMES: tuple[str, ...] = (
@@ -132,14 +195,26 @@ def normalize_name(name: str) -> str:
 ATTRIBUTE_NAMES: tuple[str, ...] = tuple(normalize_name(n) for n in FILE_ATTRIBUTE_NAMES)
 
 _LAYOUT = (
-    f"a folder holding {FACES_DIR}/ (the LFWcrop colour faces, *.ppm) and {ATTRIBUTE_FILE} "
-    "(Kumar et al.'s attribute scores)"
+    f"a folder holding the faces, as {FACES_DIR}/ (the LFWcrop colour faces, *.ppm), lfw/ or"
+    " lfw-deepfunneled/ (person folders of 250x250 JPEGs, <Person_Name>/<Person_Name>_NNNN.jpg),"
+    f" and {ATTRIBUTE_FILE} (Kumar et al.'s attribute scores) or {BINARY_ATTRIBUTE_FILE}"
 )
 
 
-def face_filename(person: str, imagenum: int) -> str:
-    """The LFWcrop file of a row: `Aaron Eckhart`, 1 -> `Aaron_Eckhart_0001.ppm`."""
-    return f"{'_'.join(person.split())}_{imagenum:04d}.ppm"
+def face_filename(person: str, imagenum: int, ext: str = ".ppm") -> str:
+    """The file of a row: `Aaron Eckhart`, 1 -> `Aaron_Eckhart_0001.ppm` (`ext` ".jpg": JPEG)."""
+    return f"{'_'.join(person.split())}_{imagenum:04d}{ext}"
+
+
+def image_path(layout: str, person: str, imagenum: int) -> str:
+    """A row's image, relative to the layout's image folder.
+
+    `Aaron Eckhart`, 1 -> `Aaron_Eckhart_0001.ppm` (LFWcrop) or
+    `Aaron_Eckhart/Aaron_Eckhart_0001.jpg` (the person-folder layouts).
+    """
+    if layout == LFWCROP:
+        return face_filename(person, imagenum)
+    return os.path.join("_".join(person.split()), face_filename(person, imagenum, ".jpg"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +225,7 @@ class AttributeTable:
         names: the attribute names, normalised (`normalize_name`), in column order.
         people: the person of each row, in file order.
         imagenums: the image number of each row.
-        scores: float32 [N, A], the real-valued attribute scores.
+        scores: float32 [N, A], the values as in the file (real scores, or +-1).
     """
 
     names: tuple[str, ...]
@@ -160,33 +235,48 @@ class AttributeTable:
 
     @property
     def filenames(self) -> tuple[str, ...]:
+        """The LFWcrop file name of each row (`face_filename`)."""
         return tuple(face_filename(p, n) for p, n in zip(self.people, self.imagenums))
+
+    @property
+    def is_binary(self) -> bool:
+        """Whether every value is -1 or 1 (the binarised file)."""
+        return bool(np.all(np.abs(self.scores) == 1.0))
+
+    def head(self, num_rows: int | None) -> "AttributeTable":
+        """The first `num_rows` rows (None: all)."""
+        if num_rows is None or num_rows >= len(self.people):
+            return self
+        return AttributeTable(
+            names=self.names,
+            people=self.people[:num_rows],
+            imagenums=self.imagenums[:num_rows],
+            scores=self.scores[:num_rows],
+        )
 
 
 def _fix(path: str) -> str:
     return (
         f"Check {path} against the released file: a header line; a tab-separated line of column"
         f" names (person, imagenum, then the {NUM_ATTRIBUTES} attribute names); then one"
-        f" tab-separated row per image: the name, the image number and {NUM_ATTRIBUTES} real-valued"
-        " scores."
+        f" tab-separated row per image: the name, the image number and {NUM_ATTRIBUTES} values"
+        " (real-valued scores, or +-1 in the binary file)."
     )
 
 
 def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
-    """Parses `lfw_attributes.txt`.
+    """Parses an attribute file: `lfw_attributes.txt` (real scores) or its binary copy (+-1).
 
     Raises:
         FileNotFoundError: the file is absent.
         ValueError: the file is malformed; the message gives the file, the line and the fix.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"LFW attribute file {path} not found. The LFW folder must be {_LAYOUT}; download "
-            f"{ATTRIBUTE_FILE} from the PubFig/LFW attributes page (Columbia CAVE) into it."
-        )
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
+    lines = read_lines(
+        path,
+        not_found=f"LFW attribute file {path} not found. The LFW folder must be {_LAYOUT};"
+        f" download {ATTRIBUTE_FILE} from the PubFig/LFW attributes page (Columbia CAVE) into it.",
+    )
     if len(lines) < 2:
         raise ValueError(
             f"{path} has {len(lines)} line(s); it needs a header line and a line of column names."
@@ -243,6 +333,50 @@ def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
     )
 
 
+def find_attribute_file(
+    source_dir: str | os.PathLike[str], attribute_file: str | os.PathLike[str] | None = None
+) -> str:
+    """The attribute file of an LFW folder: `attribute_file` if given (a name in the folder or a
+    path), else the first of `ATTRIBUTE_FILES` present.
+
+    Raises:
+        FileNotFoundError: none is present; the message names what was looked for.
+    """
+    source_dir = os.fspath(source_dir)
+    if attribute_file is not None:
+        path = os.path.join(source_dir, os.fspath(attribute_file))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"LFW attribute file {path} (attribute_file={os.fspath(attribute_file)!r}) not"
+                f" found. Name a file in {source_dir} or give its path; the released one is"
+                f" {ATTRIBUTE_FILE}."
+            )
+        return path
+    for name in ATTRIBUTE_FILES:
+        path = os.path.join(source_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"LFW attribute file {os.path.join(source_dir, ATTRIBUTE_FILE)} not found (nor"
+        f" {BINARY_ATTRIBUTE_FILE}). The LFW folder must be {_LAYOUT}; download {ATTRIBUTE_FILE}"
+        " from the PubFig/LFW attributes page (Columbia CAVE) into it."
+    )
+
+
+def attribute_names_in(
+    source_dir: str | os.PathLike[str] | None,
+    attribute_file: str | os.PathLike[str] | None = None,
+) -> tuple[str, ...] | None:
+    """The attribute names in the header of a folder's attribute file (`find_attribute_file`:
+    `attribute_file` if given, else the released one); None if there is no such file."""
+    if source_dir is None:
+        return None
+    try:
+        return read_attribute_file(find_attribute_file(source_dir, attribute_file)).names
+    except FileNotFoundError:
+        return None
+
+
 def paper_split(
     num_rows: int, num_train: int = PAPER_NUM_TRAIN, num_validation: int = PAPER_NUM_VALIDATION
 ) -> np.ndarray:
@@ -264,30 +398,161 @@ def paper_split(
     return split
 
 
-def check_source_dir(source_dir: str | os.PathLike[str]) -> str:
-    """The absolute LFW folder; raises FileNotFoundError naming what is missing."""
+# --- layouts ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where a folder's faces are: the layout's name (one of `LAYOUTS`) and its image folder."""
+
+    name: str
+    image_dir: str
+
+    def path(self, person: str, imagenum: int) -> str:
+        """A row's image, relative to `image_dir` (`image_path`)."""
+        return image_path(self.name, person, imagenum)
+
+
+def _layout_dir(source_dir: str, layout: str) -> str | None:
+    """The image folder of `layout` in `source_dir`, or None if it has none."""
+    path = os.path.join(source_dir, LAYOUT_DIRS[layout])
+    if not os.path.isdir(path):
+        return None
+    if layout != LFWCROP:
+        nested = os.path.join(path, LAYOUT_DIRS[layout])  # lfw/lfw/<Person>/, as some archives
+        if os.path.isdir(nested):
+            return nested
+    return path
+
+
+def _check_layout_name(layout: str | None) -> None:
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"Unknown LFW layout {layout!r}; expected one of {LAYOUTS} or None.")
+
+
+def find_layout(source_dir: str | os.PathLike[str], layout: str | None = None) -> Layout:
+    """The layout of an LFW folder: `layout` if given, else the first of `LAYOUTS` present.
+
+    Raises:
+        FileNotFoundError: the folder, or the layout's image folder, is absent; the message says
+            what was expected.
+        ValueError: an unknown layout name.
+    """
+    _check_layout_name(layout)
+    source_dir = check_folder(source_dir)
+    if layout is not None:
+        image_dir = _layout_dir(source_dir, layout)
+        if image_dir is None:
+            raise FileNotFoundError(
+                f"LFW image folder {os.path.join(source_dir, LAYOUT_DIRS[layout])} not found"
+                f" (layout={layout!r}). The LFW folder must be {_LAYOUT}."
+            )
+        return Layout(layout, image_dir)
+    for name in LAYOUTS:
+        image_dir = _layout_dir(source_dir, name)
+        if image_dir is not None:
+            return Layout(name, image_dir)
+    raise FileNotFoundError(
+        f"No LFW faces in {source_dir}: {FACES_DIR} not found, nor lfw/ or lfw-deepfunneled/. The"
+        f" LFW folder must be {_LAYOUT}; extract lfwcrop_color.zip, lfw.tgz or"
+        " lfw-deepfunneled.tgz into it."
+    )
+
+
+def check_folder(source_dir: str | os.PathLike[str]) -> str:
+    """The absolute LFW folder; raises FileNotFoundError if it does not exist."""
     source_dir = os.path.abspath(os.path.expanduser(os.fspath(source_dir)))
     if not os.path.isdir(source_dir):
         raise FileNotFoundError(
             f"LFW folder {source_dir} does not exist. Pass source_dir={_LAYOUT}."
         )
-    faces = os.path.join(source_dir, FACES_DIR)
-    if not os.path.isdir(faces):
-        raise FileNotFoundError(
-            f"LFWcrop face folder {faces} not found. The LFW folder must be {_LAYOUT}; extract "
-            "lfwcrop_color.zip into it."
-        )
     return source_dir
+
+
+def check_source_dir(source_dir: str | os.PathLike[str]) -> str:
+    """The absolute LFW folder; raises FileNotFoundError naming what is missing."""
+    source_dir = check_folder(source_dir)
+    find_layout(source_dir)
+    return source_dir
+
+
+# --- the face crop ---------------------------------------------------------------------------
+
+
+def check_crop_box(box: Sequence[float] | None) -> tuple[float, float, float, float] | None:
+    """A crop box as a tuple of 4 floats, checked to be a non-empty box inside 250x250."""
+    if box is None:
+        return None
+    try:
+        left, top, right, bottom = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"crop_box must be 4 numbers (left, top, right, bottom) in pixels of a"
+            f" {SOURCE_SIZE}x{SOURCE_SIZE} image, got {box!r}."
+        ) from None
+    if not (0 <= left < right <= SOURCE_SIZE and 0 <= top < bottom <= SOURCE_SIZE):
+        raise ValueError(
+            f"crop_box {box!r} must satisfy 0 <= left < right <= {SOURCE_SIZE} and"
+            f" 0 <= top < bottom <= {SOURCE_SIZE} (pixels of a {SOURCE_SIZE}x{SOURCE_SIZE} image)."
+        )
+    return (left, top, right, bottom)
+
+
+def crop_face(image: Image.Image | np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """Crops `box` (pixels of a 250x250 image, scaled to this image's size) and resizes to 64x64.
+
+    Returns:
+        uint8 [64, 64, 3].
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image = image.convert("RGB")
+    width, height = image.size
+    sx, sy = width / SOURCE_SIZE, height / SOURCE_SIZE
+    left, top, right, bottom = box
+    # Lanczos with a box, as for CelebA: the filter covers the whole region when shrinking.
+    out = image.resize(
+        (IMAGE_SHAPE[1], IMAGE_SHAPE[0]),
+        Image.LANCZOS,
+        box=(left * sx, top * sy, right * sx, bottom * sy),
+    )
+    return np.asarray(out, dtype=np.uint8)
+
+
+def load_cropped(args: tuple[Sequence[float], Sequence[str]]) -> list[bytes | str]:
+    """Prepare-time unit of work for the 250x250 layouts (run in worker processes).
+
+    Args:
+        args: (box, paths): the crop box (`crop_face`) and the JPEG files.
+
+    Returns:
+        For each path, `zlib.compress(uint8 [64, 64, 3].tobytes())`, or an error message (str).
+    """
+    box, paths = args
+    out: list[bytes | str] = []
+    for path in paths:
+        try:
+            out.append(zlib.compress(crop_face(_images.read_image(path), box).tobytes()))
+        except (FileNotFoundError, _images.UnreadableImageError) as e:
+            out.append(f"{type(e).__name__}: {e}")
+    return out
+
+
+# --- the builder -----------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(eq=False)
 class LfwConfig(tfds.core.BuilderConfig):
-    """The folder to read (None: tfds's manual directory), the split sizes, the bad-image budget."""
+    """The folder to read (None: tfds's manual directory) and the builder's options (`Lfw`)."""
 
     source_dir: str | None = None
     num_train: int = PAPER_NUM_TRAIN
     num_validation: int = PAPER_NUM_VALIDATION
     max_bad_images: int = 0
+    layout: str | None = None
+    attribute_file: str | None = None
+    crop_box: tuple[float, float, float, float] | None = None
+    max_rows: int | None = None
 
 
 def make_config(
@@ -296,46 +561,75 @@ def make_config(
     num_train: int = PAPER_NUM_TRAIN,
     num_validation: int = PAPER_NUM_VALIDATION,
     max_bad_images: int = 0,
+    layout: str | None = None,
+    attribute_file: str | os.PathLike[str] | None = None,
+    crop_box: Sequence[float] | None = None,
+    max_rows: int | None = None,
 ) -> LfwConfig:
-    """The config for a folder: named after it and a fingerprint of its index file and options."""
+    """The config for a folder: named after it and a fingerprint of its files and options."""
     if min(num_train, num_validation, max_bad_images) < 0:
         raise ValueError("num_train, num_validation and max_bad_images must be >= 0.")
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be None (all rows) or >= 1, got {max_rows}.")
+    _check_layout_name(layout)
     options = {
         "num_train": num_train,
         "num_validation": num_validation,
         "max_bad_images": max_bad_images,
+        "layout": layout,
+        "attribute_file": None if attribute_file is None else os.fspath(attribute_file),
+        "crop_box": check_crop_box(crop_box),
+        "max_rows": max_rows,
     }
+    extra = {k: options[k] for k in ("layout", "attribute_file", "crop_box", "max_rows")}
     if source_dir is None:
         if (num_train, num_validation, max_bad_images) == (
             PAPER_NUM_TRAIN,
             PAPER_NUM_VALIDATION,
             0,
-        ):
+        ) and all(v is None for v in extra.values()):
             return Lfw.builder_configs["manual"]
-        return LfwConfig(name=f"manual_{num_train}_{num_validation}_bad{max_bad_images}", **options)
+        name = f"manual_{num_train}_{num_validation}_bad{max_bad_images}"
+        if any(v is not None for v in extra.values()):
+            name += "_" + hashlib.sha1(repr(sorted(extra.items())).encode()).hexdigest()[:8]
+        return LfwConfig(name=name, **options)
     source_dir = os.path.abspath(os.path.expanduser(os.fspath(source_dir)))
+    # The fingerprint covers the layout found now, so that a folder given another layout later
+    # is prepared afresh.
+    try:
+        found = find_layout(source_dir, layout).name
+    except (FileNotFoundError, ValueError):
+        found = None
+    index_files = ATTRIBUTE_FILES if attribute_file is None else (options["attribute_file"],)
     return LfwConfig(
-        name=folder_config_name(source_dir, (ATTRIBUTE_FILE,), options),
-        description=f"LFWcrop faces and attributes read from {source_dir}.",
+        name=folder_config_name(source_dir, index_files, {**options, "found_layout": found}),
+        description=f"LFW faces and attributes read from {source_dir}.",
         source_dir=source_dir,
         **options,
     )
 
 
 class Lfw(LocalBuilder):
-    """LFWcrop colour faces (64x64) with Kumar et al.'s 73 real-valued attribute scores."""
+    """LFW faces (64x64: LFWcrop, or cropped from 250x250 JPEGs) with Kumar et al.'s 73
+    attributes, as in the file (real-valued scores or +-1)."""
 
     # tfds has its own `lfw` (identities, no attributes); this builder needs another name.
     name = "lfw_attributes"
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {
-        "1.0.0": "LFWcrop colour faces joined with lfw_attributes.txt; the paper's split."
+        "1.0.0": "LFWcrop colour faces joined with lfw_attributes.txt; the paper's split.",
+        "1.1.0": (
+            "Also the 250x250 lfw/ and lfw-deepfunneled/ person folders (cropped to 64x64) and"
+            " lfw_attributes_binary.txt; options layout, attribute_file, crop_box, max_rows."
+        ),
     }
     BUILDER_CONFIGS = [
         LfwConfig(name="manual", description="LFW read from tfds's manual directory.")
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "manual"
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"Place {_LAYOUT} in the manual directory, or pass source_dir."
+    FOLDER_NAME = "LFW"
+    FOLDER_LAYOUT = _LAYOUT
 
     def __init__(
         self,
@@ -345,6 +639,10 @@ class Lfw(LocalBuilder):
         num_validation: int = PAPER_NUM_VALIDATION,
         max_bad_images: int = 0,
         num_workers: int | None = None,
+        layout: str | None = None,
+        attribute_file: str | os.PathLike[str] | None = None,
+        crop_box: Sequence[float] | None = None,
+        max_rows: int | None = None,
         config: LfwConfig | str | None = None,
         **kwargs,
     ):
@@ -355,6 +653,13 @@ class Lfw(LocalBuilder):
             num_train, num_validation: the split (first rows train, next validation, rest test).
             max_bad_images: absent or undecodable faces to skip (with a warning) before failing.
             num_workers: decoding processes (None: one per core for large folders, else none).
+            layout: "lfwcrop", "lfw" or "lfw-deepfunneled" (`LAYOUTS`); None: the first present.
+            attribute_file: the attribute file, a name in the folder or a path; None:
+                `lfw_attributes.txt`, else `lfw_attributes_binary.txt`.
+            crop_box: (left, top, right, bottom) of the face in a 250x250 image; None: the
+                layout's (`CROP_BOXES`). Not for LFWcrop, whose faces are cropped already.
+            max_rows: read only the first `max_rows` attribute rows (None: all); the split
+                applies to them.
             config: an explicit config (overrides the options above).
             **kwargs: `tfds.core.DatasetBuilder`'s (`data_dir`, ...).
         """
@@ -364,6 +669,10 @@ class Lfw(LocalBuilder):
                 num_train=num_train,
                 num_validation=num_validation,
                 max_bad_images=max_bad_images,
+                layout=layout,
+                attribute_file=attribute_file,
+                crop_box=crop_box,
+                max_rows=max_rows,
             )
         self._num_workers = num_workers
         super().__init__(config=config, **kwargs)
@@ -372,7 +681,7 @@ class Lfw(LocalBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=(
-                "LFWcrop colour faces (64x64) with 73 real-valued attribute scores (Kumar et al.)."
+                "LFW faces (64x64) with Kumar et al.'s 73 attributes (real-valued scores or +-1)."
             ),
             features=tfds.features.FeaturesDict(
                 {
@@ -386,56 +695,76 @@ class Lfw(LocalBuilder):
             disable_shuffling=True,  # record i of a split is its i-th row in file order
         )
 
-    def _source_dir(self, dl_manager) -> str:
-        if self.builder_config.source_dir is not None:
-            return self.builder_config.source_dir
-        try:
-            return os.fspath(dl_manager.manual_dir)
-        except AssertionError as e:
-            raise FileNotFoundError(
-                f"No LFW folder given and tfds's manual directory is absent or empty ({e}). Pass "
-                f"source_dir=<{_LAYOUT}>."
-            ) from None
-
     def _split_generators(self, dl_manager):
         config = self.builder_config
-        source_dir = check_source_dir(self._source_dir(dl_manager))
-        attribute_path = os.path.join(source_dir, ATTRIBUTE_FILE)
-        table = read_attribute_file(attribute_path)
+        source_dir = check_folder(self._source_dir(dl_manager))
+        layout = find_layout(source_dir, config.layout)
+        if layout.name == LFWCROP and config.crop_box is not None:
+            raise ValueError(
+                f"crop_box applies to the 250x250 layouts (lfw/, lfw-deepfunneled/); the LFWcrop"
+                f" faces in {layout.image_dir} are cropped already. Drop crop_box, or pass"
+                " layout='lfw' or 'lfw-deepfunneled'."
+            )
+        attribute_path = find_attribute_file(source_dir, config.attribute_file)
+        table = read_attribute_file(attribute_path).head(config.max_rows)
         split = paper_split(len(table.people), config.num_train, config.num_validation)
-        faces = os.path.join(source_dir, FACES_DIR)
-        filenames = table.filenames
+        paths = [layout.path(p, n) for p, n in zip(table.people, table.imagenums)]
         self._bad = BadImages(
-            max_bad_images=config.max_bad_images, listed_in=attribute_path, image_dir=faces
+            max_bad_images=config.max_bad_images,
+            listed_in=attribute_path,
+            image_dir=layout.image_dir,
         )
-        present = set(os.listdir(faces))
-        self._bad.check_present(filenames, present)
+        if layout.name == LFWCROP:
+            present = set(os.listdir(layout.image_dir))
+            present = {p for p in paths if p in present}
+        else:
+            present = {p for p in paths if os.path.isfile(os.path.join(layout.image_dir, p))}
+        self._bad.check_present(paths, present)
+        if layout.name == LFWCROP:
+            work = "square"
+            box = None
+        else:
+            box = config.crop_box or CROP_BOXES[layout.name]
+            work = box
+        logging.info(
+            "Preparing LFW from %s (layout %s, crop %s) with %s.",
+            layout.image_dir,
+            layout.name,
+            box,
+            attribute_path,
+        )
         # The names in the file (normalised): their spelling may differ from FILE_ATTRIBUTE_NAMES.
         self.info.metadata["attribute_names"] = list(table.names)
         self.info.metadata["source_dir"] = source_dir
+        self.info.metadata["layout"] = layout.name
+        self.info.metadata["image_dir"] = layout.image_dir
+        self.info.metadata["attribute_file"] = attribute_path
+        self.info.metadata["attribute_values"] = "binary" if table.is_binary else "scores"
+        self.info.metadata["crop_box"] = None if box is None else list(box)
         return {
             name: self._generate_examples(
-                table, filenames, np.flatnonzero(split == i), present, faces
+                table, paths, np.flatnonzero(split == i), present, layout.image_dir, work
             )
             for i, name in enumerate(SPLITS)
         }
 
-    def _generate_examples(self, table, filenames, rows, present, faces):
-        rows = [int(r) for r in rows if filenames[r] in present]
-        chunks = [
-            ("square", [os.path.join(faces, filenames[r]) for r in rows[i : i + _CHUNK]])
-            for i in range(0, len(rows), _CHUNK)
-        ]
-        num_workers = self._num_workers
-        if num_workers is None:
-            num_workers = _parallel.default_num_workers(len(rows))
-        skipped_before = len(self._bad.skipped())
-        for row, image in zip(
-            rows, _parallel.ordered_map(_images.load_compressed, chunks, num_workers)
-        ):
-            if isinstance(image, str):
-                self._bad.unreadable(filenames[row], image)
-                continue
-            yield row, {"image": image, "attributes": table.scores[row], "filename": filenames[row]}
-        self.info.metadata["skipped_images"] = self._bad.skipped()
-        self._bad.warn_skipped(since=skipped_before, total=len(rows))
+    def _generate_examples(self, table, paths, rows, present, image_dir, work):
+        rows = [int(r) for r in rows if paths[r] in present]
+        files = [paths[r] for r in rows]
+        if isinstance(work, str):  # LFWcrop: read the 64x64 faces as they are
+            load = _images.load_compressed
+        else:  # a crop box for the 250x250 JPEGs
+            work, load = tuple(work), load_cropped
+        faces = read_faces(
+            work,
+            image_dir,
+            files,
+            bad=self._bad,
+            num_workers=self._num_workers,
+            metadata=self.info.metadata,
+            load=load,
+        )
+        for i, image in faces:
+            row = rows[i]
+            filename = os.path.basename(files[i])
+            yield row, {"image": image, "attributes": table.scores[row], "filename": filename}
