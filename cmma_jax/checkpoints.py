@@ -1,14 +1,25 @@
-"""Checkpoints of a workdir: the one place that saves and restores them (Orbax).
+"""Checkpoints of a workdir: the one place that saves, verifies and restores them (Orbax).
 
 Layout: `<workdir>/checkpoints/<step>/` with the item "state" (the whole train state, Orbax's
 StandardSave: array files, never a pickle) and, for training runs, the item "data" (the grain
 iterator's position, saved per process). The trainer, the classifier and every loader of trained
 models (`cmma_jax.workdirs`) go through these functions.
+
+Every checkpoint the trainer saves gets a content hash (SHA-256 of every file of the step, in
+`<workdir>/checkpoint_hashes.json`), checked before it is restored: bytes damaged after the save
+are found. A damaged checkpoint is never loaded: readers (`restore_state`) refuse it with
+`DamagedCheckpointError`; a resuming run warns, moves it to `<workdir>/damaged_checkpoints/` (kept
+for inspection, and so never counted among the checkpoints to keep) and resumes from the newest
+checkpoint that verifies. Checkpoints saved before hashes existed are restored unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -18,6 +29,12 @@ from grain import checkpoint as grain_checkpoint
 PyTree = Any
 
 CHECKPOINT_DIR = "checkpoints"
+HASH_FILE = "checkpoint_hashes.json"
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint whose bytes no longer match its recorded hash, or that cannot be read."""
 
 
 def directory(workdir: str) -> str:
@@ -37,6 +54,16 @@ def manager(workdir: str, keep: int | None = None, *, create: bool = True
     """
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     return ocp.CheckpointManager(directory(workdir), options=options)
+
+
+def latest_step(workdir: str) -> int | None:
+    """The step of the latest checkpoint in `workdir` (None: none), read from the folder names
+    alone (nothing is restored or verified)."""
+    path = directory(workdir)
+    if not os.path.isdir(path):
+        return None
+    steps = [int(n) for n in os.listdir(path) if n.isdigit()]
+    return max(steps) if steps else None
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: PyTree, grain_iterator=None) -> None:
@@ -71,6 +98,99 @@ def _on_default_device(abstract_state: PyTree) -> PyTree:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_state)
 
 
+# ---------------------------------------------------------------------------------------------
+# Content hashes
+
+
+def step_directory(workdir: str, step: int) -> str:
+    return os.path.join(directory(workdir), str(int(step)))
+
+
+def content_hash(path: str) -> str:
+    """SHA-256 of every file under `path`: their relative paths, sizes and bytes, in sorted
+    order."""
+    digest = hashlib.sha256()
+    files = sorted(os.path.relpath(os.path.join(root, f), path)
+                   for root, _, names in os.walk(path) for f in names)
+    for rel in files:
+        full = os.path.join(path, rel)
+        digest.update(f"{rel}\0{os.path.getsize(full)}\0".encode())
+        with open(full, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_hashes(workdir: str) -> dict[str, str]:
+    path = os.path.join(workdir, HASH_FILE)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return dict(json.load(f))
+    except (OSError, ValueError):
+        logging.warning("%s is unreadable: its checkpoints are restored unverified.", path)
+        return {}
+
+
+def record_hashes(workdir: str, steps) -> None:
+    """Records the hash of each finished checkpoint of `steps` and forgets those of checkpoints
+    that no longer exist (atomically: write, then rename)."""
+    hashes = _read_hashes(workdir)
+    for step in steps:
+        hashes[str(int(step))] = content_hash(step_directory(workdir, step))
+    present = {name for name in os.listdir(directory(workdir))} if os.path.isdir(
+        directory(workdir)) else set()
+    hashes = {k: v for k, v in hashes.items() if k in present}
+    path = os.path.join(workdir, HASH_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump(hashes, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def verify(workdir: str, step: int) -> bool | None:
+    """True if checkpoint `step` matches its recorded hash, False if it does not (or is gone),
+    None if no hash was recorded for it."""
+    expected = _read_hashes(workdir).get(str(int(step)))
+    if expected is None:
+        return None
+    path = step_directory(workdir, step)
+    return os.path.isdir(path) and content_hash(path) == expected
+
+
+def quarantine(workdir: str, step: int, reason: str) -> str:
+    """Moves a damaged checkpoint out of `checkpoints/` (to `damaged_checkpoints/<step>`) with a
+    warning; returns where it went."""
+    target_dir = os.path.join(workdir, DAMAGED_DIR)
+    os.makedirs(target_dir, exist_ok=True)
+    target, n = os.path.join(target_dir, str(int(step))), 1
+    while os.path.exists(target):
+        target, n = os.path.join(target_dir, f"{int(step)}.{n}"), n + 1
+    shutil.move(step_directory(workdir, step), target)
+    logging.warning("The checkpoint of step %d in %s is damaged (%s); moved it to %s and resume "
+                    "from the newest checkpoint that verifies.", step, directory(workdir),
+                    reason, target)
+    return target
+
+
+def drop_damaged(workdir: str) -> list[int]:
+    """Moves every checkpoint newer than the newest verified one whose hash does not match out
+    of `checkpoints/` (`quarantine`); returns their steps. Only the process that writes the
+    workdir (process 0) calls this."""
+    if not os.path.isdir(directory(workdir)):
+        return []
+    steps = sorted((int(n) for n in os.listdir(directory(workdir)) if n.isdigit()), reverse=True)
+    dropped = []
+    for step in steps:
+        ok = verify(workdir, step)
+        if ok is False:
+            quarantine(workdir, step, "its bytes do not match the hash recorded when it was saved")
+            dropped.append(step)
+        else:
+            break
+    return dropped
+
+
 def restore_state(workdir: str, abstract_state: PyTree, step: int | None = None
                   ) -> tuple[PyTree, int]:
     """The train state saved in `workdir` (read only; nothing is created or deleted).
@@ -86,6 +206,8 @@ def restore_state(workdir: str, abstract_state: PyTree, step: int | None = None
 
     Raises:
       FileNotFoundError: if the workdir has no checkpoint (or not that step).
+      DamagedCheckpointError: if the checkpoint does not match its recorded hash or cannot be
+        read (nothing is loaded from it).
     """
     path = directory(workdir)
     if not os.path.isdir(path):
@@ -99,6 +221,17 @@ def restore_state(workdir: str, abstract_state: PyTree, step: int | None = None
         elif step not in mngr.all_steps():
             raise FileNotFoundError(f"No checkpoint of step {step} in {path}; there are "
                                     f"{sorted(mngr.all_steps())}.")
-        return restore(mngr, step, _on_default_device(abstract_state)), int(step)
+        path = step_directory(workdir, step)
+        if verify(workdir, step) is False:
+            raise DamagedCheckpointError(
+                f"The checkpoint {path} is damaged: its bytes do not match the hash recorded when "
+                "it was saved. Load an earlier step (step=...), or resume training, which moves "
+                "it aside and continues from the newest checkpoint that verifies.")
+        try:
+            return restore(mngr, step, _on_default_device(abstract_state)), int(step)
+        except (OSError, ValueError, KeyError) as e:
+            raise DamagedCheckpointError(
+                f"The checkpoint {path} cannot be read ({type(e).__name__}: {e}); load an "
+                "earlier step (step=...).") from e
     finally:
         mngr.close()

@@ -256,30 +256,34 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[st
       The final validation scores (`evaluate_classifier`), with "step".
 
     Raises:
-      ValueError: for a config error, or a workdir trained on other attributes.
+      ValueError: for a config error; `workdirs.WorkdirMismatchError` for a workdir that holds
+        another run (other settings or attributes; nothing is written).
+      workdirs.WorkdirLockedError: another run holds the workdir.
     """
     config = ml_collections.ConfigDict(config.to_dict())
     config.data.attribute_encoding = "binary"
     train.check_positive(config.training, ("batch_size", "num_steps", "log_every",
-                                           "eval_every", "checkpoint_every"))
-    os.makedirs(workdir, exist_ok=True)
-    train_data = train.load_data(config, "train", batch_size=int(config.training.batch_size),
-                                 shard=False)
-    names = list(train_data.attribute_names)
-    if os.path.exists(os.path.join(workdir, workdirs.ATTRIBUTES_FILE)):
-        if list(workdirs.read_workdir(workdir)[1]) != names:
+                                           "eval_every", "checkpoint_every", "keep_checkpoints"))
+    with workdirs.lock(workdir):
+        workdirs.check_resumable(workdir, config)
+        train.check_not_past_the_end(workdir, int(config.training.num_steps))
+        train_data = train.load_data(config, "train",
+                                     batch_size=int(config.training.batch_size), shard=False)
+        names = list(train_data.attribute_names)
+        try:
+            workdirs.check_resumable(workdir, config, names)
+        except Exception:
             train_data.close()
-            raise ValueError(f"{workdir} holds a classifier of other attributes; use a new "
-                             "--workdir.")
-    workdirs.write_records(workdir, config, names)
+            raise
+        workdirs.write_records(workdir, config, names)
 
-    init_key, train_key = jax.random.split(jax.random.key(int(config.training.seed)))
-    validation = _ValidationScores(config)
-    state = train.fit(workdir, config,
-                      init_state=lambda: init_state(init_key, config, len(names)),
-                      train_step=train_step, train_data=train_data, train_key=train_key,
-                      hooks=[validation], progress_label="classifier",
-                      progress_metrics=("loss", "accuracy"), progress_stream=sys.stderr)
+        init_key, train_key = jax.random.split(jax.random.key(int(config.training.seed)))
+        validation = _ValidationScores(config)
+        state = train.fit(workdir, config,
+                          init_state=lambda: init_state(init_key, config, len(names)),
+                          train_step=train_step, train_data=train_data, train_key=train_key,
+                          hooks=[validation], progress_label="classifier",
+                          progress_metrics=("loss", "accuracy"), progress_stream=sys.stderr)
     scores = validation.scores
     if scores is None:  # nothing left to train: score the restored state
         scores = evaluate_classifier(state.params, config, "validation",

@@ -80,7 +80,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if parallelism not in ("mesh", "pmap"):
         raise ValueError(f"training.parallelism must be 'mesh' or 'pmap', got {parallelism!r}.")
     check_positive(config.training, ("batch_size", "num_steps", "log_every", "sample_every",
-                                     "checkpoint_every"))
+                                     "checkpoint_every", "keep_checkpoints"))
     parallel.check_batch_size(int(config.training.batch_size))
 
 
@@ -252,6 +252,67 @@ class SampleWriter(Hook):
 # The loop
 
 
+def _restore_or_keep(workdir: str, keep: int, state: PyTree, grain_iterator):
+    """The checkpoint manager and the state: the newest checkpoint that verifies, restored
+    straight into `state`'s sharding (replicated over the whole mesh: moving a restored copy onto
+    other processes' devices afterwards is not possible on CPU) with the loader's position; or
+    `state` itself when there is none.
+
+    Damaged checkpoints (bytes that no longer match their hash, or that Orbax cannot read) are
+    moved aside with a warning by process 0 (`checkpoints.quarantine`), so that they are never
+    loaded and never counted among the `keep` checkpoints to keep.
+    """
+    is_chief, multi = jax.process_index() == 0, jax.process_count() > 1
+    if is_chief:
+        checkpoints.drop_damaged(workdir)
+    if multi:
+        multihost_utils.sync_global_devices("cmma_jax: checkpoints verified")
+    while True:
+        manager = checkpoints.manager(workdir, keep)
+        latest = manager.latest_step()
+        if latest is None:
+            if os.path.isdir(os.path.join(workdir, checkpoints.DAMAGED_DIR)):
+                logging.warning("No usable checkpoint is left in %s: training starts afresh.",
+                                manager.directory)
+            return manager, state
+        try:
+            restored = checkpoints.restore(manager, latest, checkpoints.abstract(state),
+                                           grain_iterator)
+        except (OSError, ValueError, KeyError) as e:
+            manager.close()
+            if multi or not is_chief:
+                raise checkpoints.DamagedCheckpointError(
+                    f"The checkpoint {checkpoints.step_directory(workdir, latest)} cannot be "
+                    f"read ({type(e).__name__}: {e}); move it out of {manager.directory} and "
+                    "rerun to resume from the one before.") from e
+            checkpoints.quarantine(workdir, latest, f"{type(e).__name__}: {e}")
+            continue
+        logging.info("Resumed from the checkpoint of step %d in %s.", latest, manager.directory)
+        return manager, restored
+
+
+def _forget_metrics_after(workdir: str, step: int) -> None:
+    """Drops the rows of `metrics.jsonl` past `step` (written after the checkpoint a run resumes
+    from): the replayed steps write them again, and a reader sees each step once."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            row_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by a kill mid-write
+        if row_step <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) != len(lines):
+        with open(path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(path + ".tmp", path)
+
+
 def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: Callable[..., Any],
         train_data: data.Loaded, train_key: jax.Array, hooks: Sequence[Hook] = (),
         progress_label: str = "train", progress_metrics: Sequence[str] = ("loss",),
@@ -289,19 +350,15 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
     pmapped = training.get("parallelism", "mesh") == "pmap"
 
     state = init_state()
-    manager = checkpoints.manager(workdir, int(training.keep_checkpoints))
-    latest = manager.latest_step()
     if not pmapped:
         state = fns.place_state(state)
-    if latest is not None:
-        # Restored straight into the state's sharding (replicated over the whole mesh): moving
-        # a restored copy onto other processes' devices afterwards is not possible on CPU.
-        state = checkpoints.restore(manager, latest, checkpoints.abstract(state),
-                                    train_data.iterator.grain_iterator)
-        logging.info("Resumed from the checkpoint of step %d in %s.", latest, manager.directory)
+    manager, state = _restore_or_keep(workdir, int(training.keep_checkpoints), state,
+                                      train_data.iterator.grain_iterator)
     start_step = int(parallel.host_copy(state.step))
     if pmapped:
         state = fns.place_state(state)
+    if is_chief:
+        _forget_metrics_after(workdir, start_step)
 
     writer = MetricWriter(workdir, enabled=is_chief)
     progress = Progress(progress_label, num_steps, initial=start_step, unit="step", interval=0.0,
@@ -362,6 +419,10 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
                         f"checkpoint (step {manager.latest_step()}) is untouched.")
                 checkpoints.save(manager, done, fns.unplace_state(state),
                                  train_data.iterator.grain_iterator)
+                # Finished, then hashed: a checkpoint damaged later is found on restore.
+                manager.wait_until_finished()
+                if is_chief:
+                    checkpoints.record_hashes(workdir, [done])
             side_seconds += time.perf_counter() - side_start
     finally:
         manager.wait_until_finished()
@@ -386,16 +447,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> PyTre
     Raises:
       ValueError: for a config error (unknown model or dataset, batch size that does not divide
         over the devices, attribute count mismatch), before anything is compiled.
+      workdirs.WorkdirMismatchError: the workdir holds a run with other settings (nothing is
+        written).
+      workdirs.WorkdirLockedError: another run holds the workdir.
       NonFiniteError: when a metric or a parameter becomes non-finite.
     """
     config = presets.resolve_config(config)
     validate_config(config)
     model_lib = MODELS[config.model.name]
     is_chief = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
+    with workdirs.lock(workdir, enabled=is_chief):
+        # Before anything is written: the workdir must hold this run (or nothing).
+        workdirs.check_resumable(workdir, config)
+        check_not_past_the_end(workdir, int(config.training.num_steps))
+        return _train(config, workdir, model_lib)
+
+
+def check_not_past_the_end(workdir: str, num_steps: int) -> None:
+    """Refuses a run whose `num_steps` is below the workdir's latest checkpoint (it would
+    rewrite the records and train nothing)."""
+    latest = checkpoints.latest_step(workdir)
+    if latest is not None and latest > num_steps:
+        raise ValueError(
+            f"{workdir} is already past num_steps={num_steps}: its latest checkpoint is of step "
+            f"{latest}. Nothing was changed. To train longer, set --config.training.num_steps "
+            f"above {latest}; to load the trained model, use cmma_jax.workdirs.load_model.")
+
+
+def _train(config, workdir: str, model_lib) -> PyTree:
+    is_chief = jax.process_index() == 0
     global_batch = int(config.training.batch_size)
     local_batch = global_batch // jax.process_count()
-
     if jax.process_count() > 1:
         # Process 0 prepares the dataset (once, into the shared prepared_dir) while the others
         # wait: tfds does not coordinate several processes preparing the same folder.
@@ -403,7 +485,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> PyTre
             data.prepare_from_config(config.data)
         multihost_utils.sync_global_devices("cmma_jax: dataset prepared")
     train_data = load_data(config, "train", batch_size=local_batch)
-    data.check_num_attributes(config.data, train_data.attribute_names)
+    try:
+        data.check_num_attributes(config.data, train_data.attribute_names)
+        workdirs.check_resumable(workdir, config, train_data.attribute_names)
+    except Exception:
+        train_data.close()
+        raise
     num_attributes = len(train_data.attribute_names)
     if is_chief:
         workdirs.write_records(workdir, config, train_data.attribute_names)

@@ -15,10 +15,14 @@ compiles nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
+import fcntl
 import json
 import os
-from typing import Any
+import socket
+from typing import Any, Iterator, Mapping
 
 import jax
 import ml_collections
@@ -30,6 +34,26 @@ from cmma_jax.models import MODELS
 
 CONFIG_FILE = "config.json"
 ATTRIBUTES_FILE = "attributes.json"
+LOCK_FILE = ".lock"
+
+# Config fields that may change when a run is resumed: how long to train and how often to log,
+# sample and save, and where the data is now. Every other field changes the model, the data or
+# the optimizer's meaning, and must match the workdir's.
+RESUMABLE_FIELDS = frozenset({
+    "training.num_steps", "training.log_every", "training.sample_every",
+    "training.checkpoint_every", "training.keep_checkpoints", "training.eval_every",
+    "training.num_eval", "training.parallelism",
+    "data.data_dir", "data.prepared_dir", "data.worker_count", "data.options.num_workers",
+    "model.conv_impl",
+})
+
+
+class WorkdirMismatchError(ValueError):
+    """A run's config or data does not match the workdir it would resume."""
+
+
+class WorkdirLockedError(RuntimeError):
+    """Another run holds the workdir."""
 
 
 def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -63,6 +87,87 @@ def read_workdir(workdir: str) -> tuple[ml_collections.ConfigDict, tuple[str, ..
     with open(paths[1]) as f:
         names = tuple(json.load(f))
     return config, names
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_differences(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict,
+                       ignore=RESUMABLE_FIELDS) -> list[tuple[str, Any, Any]]:
+    """`(field, old value, new value)` for every field that differs, except `ignore`d ones.
+    A field missing on one side counts as None (configs of older versions lack newer fields)."""
+    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if k not in ignore and a.get(k) != b.get(k)]
+
+
+def check_resumable(workdir: str, config: ml_collections.ConfigDict,
+                    attribute_names: tuple[str, ...] | list[str] | None = None) -> None:
+    """Refuses to run `config` in a workdir written with other settings (nothing is written).
+
+    Fields of `RESUMABLE_FIELDS` may differ (a longer run, other intervals, data moved);
+    any other difference, or other attribute names, raises.
+
+    Raises:
+      WorkdirMismatchError: listing each differing field with its old and new value, and how to
+        start fresh.
+    """
+    if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+        return
+    old, old_names = read_workdir(workdir)
+    fresh = (f"Resume with the workdir's settings, or start fresh with another --workdir (or "
+             f"delete {workdir}).")
+    differences = config_differences(old, config)
+    if differences:
+        lines = "\n".join(f"  {k}: {a!r} (workdir) != {b!r} (this run)" for k, a, b in differences)
+        raise WorkdirMismatchError(
+            f"{workdir} holds a run with other settings; these fields change the model, the data "
+            f"or the optimizer and must match to resume:\n{lines}\n{fresh}")
+    if attribute_names is not None and tuple(attribute_names) != tuple(old_names):
+        raise WorkdirMismatchError(
+            f"{workdir} holds a run on other attributes ({len(old_names)}: {', '.join(old_names[:5])}"
+            f", ...) than this run's data ({len(attribute_names)}). {fresh}")
+
+
+@contextlib.contextmanager
+def lock(workdir: str, enabled: bool = True) -> Iterator[None]:
+    """Holds the workdir for one run: an exclusive OS lock on `<workdir>/.lock`, which the OS
+    releases when the process ends, however it ends (a `kill -9` never leaves it stuck).
+
+    Only process 0 of a multi-host run takes it (`enabled`); the others work under its lock.
+
+    Raises:
+      WorkdirLockedError: naming the workdir and the holder (host, PID, since when).
+    """
+    if not enabled:
+        yield
+        return
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with open(path) as f:
+                holder = f.read().strip() or "unknown"
+            raise WorkdirLockedError(
+                f"{workdir} is in use by another run ({holder}). Wait for it to finish or stop "
+                "it, or use another --workdir.") from None
+        os.ftruncate(fd, 0)
+        since = datetime.datetime.now().isoformat(timespec="seconds")
+        os.write(fd, f"host {socket.gethostname()}, PID {os.getpid()}, since {since}".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_records(workdir: str, config: ml_collections.ConfigDict,

@@ -36,6 +36,22 @@ def _model_in_argv(argv, default="cmma"):
 
 
 _MODEL = _model_in_argv(sys.argv)
+
+
+def _check_overrides() -> None:
+    """A misspelt --config.<field> fails here in one line (the flag parser's error is a long
+    traceback). Only for the model's own config file; a --config=path is checked by the parser."""
+    if any(a.startswith("--config=") for a in sys.argv) or _MODEL not in MODEL_NAMES:
+        return
+    from cmma_jax.configs import CONFIGS, unknown_overrides
+
+    problems = unknown_overrides(CONFIGS[_MODEL].get_config(), sys.argv[1:])
+    if problems:
+        sys.exit("\n".join(problems))
+
+
+if __name__ == "__main__":
+    _check_overrides()  # before the config flag is defined: defining it applies the overrides
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "cmma", MODEL_NAMES, "Which model to train.")
 config_flags.DEFINE_config_file(

@@ -12,13 +12,22 @@ set with --config.<section>.<field>=value (see `cmma_jax.classifier.get_config`)
 """
 
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from cmma_jax import classifier
+from cmma_jax.configs import unknown_overrides
 
 FLAGS = flags.FLAGS
+if __name__ == "__main__":
+    # A misspelt --config.<field> fails here in one line, not in a traceback from the flag
+    # parser, which applies the overrides when the flag is defined.
+    _problems = unknown_overrides(classifier.get_config(), sys.argv[1:])
+    if _problems:
+        sys.exit("\n".join(_problems))
+
 config_flags.DEFINE_config_dict("config", classifier.get_config(),
                                 "The classifier's config (cmma_jax.classifier.get_config).")
 flags.DEFINE_string("workdir", None, "Checkpoints and metrics go here (default: "

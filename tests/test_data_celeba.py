@@ -362,3 +362,81 @@ def test_upstream_celeb_a_has_the_same_output_format(tmp_path):
         pipeline.load(
             "celeb_a", "train", batch_size=8, data_dir=str(SHARED), prepared_dir=str(tmp_path)
         )
+
+
+# --- issue #12: images far from CelebA's size, replaced images, folders too small ----------------
+
+
+def test_an_image_far_from_celebas_size_is_a_bad_image(tmp_path):
+    root = make_folder(tmp_path / "celeba", 40)
+    images = root / "img_align_celeba"
+    full = Image.open(SHARED / "img_align_celeba" / "000002.jpg").resize((178, 218))
+    for name, image in (
+        ("000007.jpg", Image.new("RGB", (1, 1))),  # a flat black "face"
+        ("000009.jpg", full.transpose(Image.Transpose.ROTATE_90)),  # 218x178: on its side
+        ("000002.jpg", full),  # the official 178x218: fine, as the shared 89x109 are
+    ):
+        os.remove(images / name)
+        image.save(images / name)
+    with pytest.raises(
+        _images.BadImageSizeError,
+        match=r"000007.jpg is 1x1 \(width x height\), far from CelebA's aligned images"
+        r" \(178x218 or a rescaled copy\): its short side is under 40 px.*max_bad_images=1",
+    ):
+        build(root, tmp_path / "out")
+    with pytest.raises(
+        _images.BadImageSizeError,
+        match=r"000009.jpg is 218x178 .*its aspect \(width / height = 1.22\) differs from 0.817"
+        r" by more than 25%.*max_bad_images=2",
+    ):
+        build(root, tmp_path / "out1", max_bad_images=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        b = build(root, tmp_path / "out2", max_bad_images=2)
+    assert any(
+        "Skipped 2 unreadable image(s)" in str(w.message) and "000007.jpg" in str(w.message)
+        for w in caught
+    )
+    assert b.info.metadata["skipped_images"] == ["000007.jpg", "000009.jpg"]
+    names = [
+        s["filename"].decode()
+        for split in ("train", "validation", "test")
+        for s in b.as_data_source(split=split)
+    ]
+    assert len(names) == 38 and "000002.jpg" in names
+
+
+def test_a_replaced_image_is_prepared_afresh(tmp_path):
+    root = make_folder(tmp_path / "celeba", 20)
+    first = build(root, tmp_path / "out")
+    target = root / "img_align_celeba" / "000004.jpg"
+    os.remove(target)
+    shutil.copy(SHARED / "img_align_celeba" / "000017.jpg", target)  # same size and aspect
+    second = build(root, tmp_path / "out")
+    assert second.builder_config.name != first.builder_config.name
+    assert second.data_dir != first.data_dir
+    train = second.as_data_source(split="train")
+    row = [train[i]["filename"].decode() for i in range(len(train))].index("000004.jpg")
+    expected = _images.crop_celeba(_images.read_image(SHARED / "img_align_celeba" / "000017.jpg"))
+    np.testing.assert_array_equal(train[row]["image"], expected)
+    # Unchanged files keep the name (and the prepared copy).
+    assert celeba.make_config(root).name == second.builder_config.name
+
+
+def test_a_folder_too_small_for_a_split(tmp_path):
+    root = make_folder(tmp_path / "celeba", 8)  # round(8 / 18) = 0 validation and test rows
+    kwargs = dict(data_dir=str(root), prepared_dir=str(tmp_path / "out"), shard_index=0,
+                  shard_count=1)
+    with pytest.raises(
+        ValueError,
+        match=r"The 'validation' split of 'celeba' has no faces: the folder is too small to give"
+        r" it any. The splits have: train 8 faces. Use a larger folder",
+    ):
+        pipeline.load("celeba", "validation", batch_size=4, **kwargs)
+    with pytest.raises(
+        ValueError,
+        match=r"The 'train' split of 'celeba' has 8 examples: fewer than one global batch of 64 x"
+        r" 1 shard\(s\) .*needs at least 64 faces. The splits have: train 8 faces. Use a batch"
+        r" size of at most 8, or a folder with at least 64 faces in its train split.",
+    ):
+        pipeline.load("celeba", "train", batch_size=64, **kwargs)

@@ -588,3 +588,93 @@ def test_real_faces(tmp_path):
     corners = np.stack([mean[:8, :8], mean[:8, -8:], mean[-8:, :8], mean[-8:, -8:]])
     assert centre.mean() > corners.mean()
     assert centre[..., 0].mean() > centre[..., 2].mean() + 15  # skin: red above blue
+
+
+# --- issue #12: images far from the layout's size, replaced images -----------------------------
+
+
+@pytest.mark.parametrize(
+    "expected, good, bad",
+    [
+        (_images.CELEBA_SIZE, [(178, 218), (89, 109), (40, 49), (178, 178)],
+         [(1, 1), (39, 48), (218, 178), (100, 218)]),
+        (_images.LFW_SIZE, [(250, 250), (125, 125), (96, 96), (250, 210)],
+         [(1, 1), (95, 95), (250, 100), (64, 64)]),
+        (_images.LFWCROP_SIZE, [(64, 64), (32, 32), (64, 54)],
+         [(1, 1), (31, 31), (64, 20), (20, 64)]),
+    ],
+)
+def test_how_far_from_the_expected_size_an_image_may_be(expected, good, bad):
+    assert [expected.problem(w, h) for w, h in good] == [None] * len(good)
+    assert all(expected.problem(w, h) is not None for w, h in bad)
+
+
+def test_a_tiny_lfwcrop_face_is_a_bad_image(tmp_path):
+    root, rows, scores, images = write_fixture(tmp_path / "src", 12)
+    Image.new("RGB", (1, 1)).save(root / lfw.FACES_DIR / "Zico_0001.ppm")  # row 2
+    with pytest.raises(
+        _images.BadImageSizeError,
+        match=r"Zico_0001.ppm is 1x1 \(width x height\), far from LFWcrop's faces \(64x64 or a"
+        r" rescaled copy\): its short side is under 32 px.*max_bad_images=1",
+    ):
+        build(root, tmp_path / "out", num_train=6, num_validation=2)
+    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable image\(s\).*Zico_0001.ppm"):
+        b = build(root, tmp_path / "out2", num_train=6, num_validation=2, max_bad_images=1)
+    assert b.info.metadata["skipped_images"] == ["Zico_0001.ppm"]
+    assert len(b.as_data_source(split="train")) == 5
+
+
+def test_a_person_folder_jpeg_far_from_250x250_is_a_bad_image(tmp_path):
+    root, rows, values, paths = write_person_fixture(tmp_path / "src")
+    Image.new("RGB", (250, 100)).save(paths[3])  # a panorama
+    Image.open(paths[4]).resize((125, 125)).save(paths[4])  # half size: fine
+    with pytest.raises(
+        _images.BadImageSizeError,
+        match=r"Ana_Paula_Gerard_0001.jpg is 250x100 .*far from LFW's person-folder JPEGs"
+        r" \(250x250 or a rescaled copy\): its aspect .* by more than 25%.*max_bad_images=1",
+    ):
+        build(root, tmp_path / "out", num_train=6, num_validation=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = build(root, tmp_path / "out2", num_train=6, num_validation=2, max_bad_images=1)
+    assert b.info.metadata["skipped_images"] == ["Ana_Paula_Gerard/Ana_Paula_Gerard_0001.jpg"]
+
+
+def test_a_replaced_image_is_prepared_afresh(tmp_path):
+    root, rows, values, paths = write_person_fixture(tmp_path / "src")
+    first = build(root, tmp_path / "out", num_train=6, num_validation=2)
+    replacement = np.random.default_rng(7).integers(0, 256, (250, 250, 3), dtype=np.uint8)
+    Image.fromarray(replacement).save(paths[1], quality=90)  # Abdullah_Gul_0001.jpg, in place
+    second = build(root, tmp_path / "out", num_train=6, num_validation=2)
+    assert second.builder_config.name != first.builder_config.name
+    assert second.data_dir != first.data_dir
+    np.testing.assert_array_equal(
+        second.as_data_source(split="train")[1]["image"],
+        expected_face(paths[1], lfw.DEEPFUNNELED_BOX),
+    )
+    assert not np.array_equal(
+        first.as_data_source(split="train")[1]["image"],
+        second.as_data_source(split="train")[1]["image"],
+    )
+    # The same for LFWcrop faces: a face overwritten with other pixels, same size.
+    crop_root, *_ = write_fixture(tmp_path / "crop", 12)
+    name = lfw.make_config(crop_root).name
+    face = crop_root / lfw.FACES_DIR / "Zico_0001.ppm"
+    stat = face.stat()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(face)
+    os.utime(face, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as if a second later
+    assert face.stat().st_size == stat.st_size
+    assert lfw.make_config(crop_root).name != name
+
+
+@pytest.mark.skipif(not (REAL / "lfw-deepfunneled").is_dir(), reason=f"{REAL} absent")
+def test_the_image_fingerprint_of_13233_jpegs_is_fast():
+    import time  # pylint: disable=g-import-not-at-top
+
+    from cmma_jax.data import _builder  # pylint: disable=g-import-not-at-top
+
+    image_dir = lfw.find_layout(REAL, "lfw-deepfunneled").image_dir
+    _builder.image_files_fingerprint(image_dir)  # warm the cache
+    start = time.perf_counter()
+    _builder.image_files_fingerprint(image_dir)
+    assert time.perf_counter() - start < 1.5

@@ -1,5 +1,7 @@
 """Tests for cmma_jax/data/synthetic_faces.py (and the renderer behind it)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,41 @@ def test_default_config_and_bad_sizes():
     assert sum(synthetic_faces.DEFAULT_SIZES.values()) >= 20_000
     with pytest.raises(ValueError, match="non-negative"):
         synthetic_faces.make_config(num_train=-1)
+
+
+def test_render_processes_die_with_a_killed_preparation(tmp_path):
+    """Issue #12: no process of ours outlives a `kill -9`ed run, preparing included."""
+    import signal  # pylint: disable=g-import-not-at-top
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    import time  # pylint: disable=g-import-not-at-top
+
+    import psutil  # pylint: disable=g-import-not-at-top
+
+    script = (
+        "import sys\n"
+        "from cmma_jax.data import pipeline\n"
+        "pipeline.prepare('synthetic_faces', prepared_dir=sys.argv[1],"
+        " options={'num_train': 20000, 'num_validation': 10, 'num_test': 10, 'seed': 9,"
+        " 'num_workers': 2})\n"
+    )
+    run = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
+    children = []
+    try:
+        deadline = time.monotonic() + 300
+        while len(children) < 2 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.2)
+            children = psutil.Process(run.pid).children(recursive=True)
+        assert len(children) >= 2, "the render processes did not start"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, [(c.pid, c.cmdline()) for c in alive]
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for c in children:
+            try:
+                c.kill()
+            except psutil.NoSuchProcess:
+                pass

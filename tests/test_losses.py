@@ -209,6 +209,30 @@ def test_standard_normal_kl_matches_quadrature_and_general_kl():
         got, losses.gaussian_kl(m.astype(np.float32), v.astype(np.float32), z, z), rtol=1e-6)
 
 
+def test_standard_normal_kl_near_the_prior_keeps_precision():
+    # Near q = N(0, I) the terms of exp(v) - 1 - v cancel: in float32, exp(v) near 1 is rounded
+    # to within u = 2⁻²⁴ ≈ 6e-8 absolute, an error as large as the whole KL once |v| ≲ 3e-4.
+    # expm1(v) - v keeps the error relative to the terms' size: expm1(v) ≈ v is rounded to within
+    # u·|v|, the subtraction of v is then exact (Sterbenz), and μ² and the sum of J terms add
+    # about J·u of their magnitudes. So the KL of each row is within c·u·Σ_j (|v_j| + μ_j²)/2;
+    # c = 4 leaves a margin of ten over float32 expm1 and is 10-10⁵ times too small for the
+    # naive form. The reference is the float64 closed form of the same float32 inputs.
+    rng = _rng(10)
+    scales = np.array([1e-3, 1e-4, 1e-5, 1e-6])[:, None]  # one row per scale
+    v, m = (scales * rng.uniform(0.3, 1.0, (2, 4, 8)) * rng.choice([-1.0, 1.0], (2, 4, 8))
+            ).astype(np.float32)
+    v64, m64 = v.astype(np.float64), m.astype(np.float64)
+    want = 0.5 * np.sum(np.expm1(v64) - v64 + m64**2, axis=1)
+    got = np.asarray(losses.standard_normal_kl(m, v), np.float64)
+    u = 2.0**-24
+    tol = 4 * u * 0.5 * np.sum(np.abs(v64) + m64**2, axis=1)
+    assert np.all(np.abs(got - want) <= tol), (got, want, tol)
+    np.testing.assert_allclose(got[:2], want[:2], rtol=1e-3)  # relative, at 1e-3 and 1e-4
+    # And through gaussian_kl with p = N(0, I), whose d = v - 0 takes the same path.
+    z = np.zeros_like(v)
+    assert np.all(np.abs(np.asarray(losses.gaussian_kl(m, v, z, z), np.float64) - want) <= tol)
+
+
 def test_kl_shape_mismatch():
     with pytest.raises(ValueError, match=r"\(4, 8\).*\(4, 7\)"):
         losses.gaussian_kl(jnp.zeros((4, 8)), jnp.zeros((4, 8)), jnp.zeros((4, 7)),

@@ -36,7 +36,67 @@ def faces():
     shared = rng.uniform(size=(37, 64, 64, 3)).astype(np.float32)
     # Per-test-point samples close to their test point, as a conditional model's would be.
     per = (x[:, None] + 0.1 * rng.normal(size=(5, 9, 64, 64, 3))).astype(np.float32)
+    # One sample in the last chunk of each set (samples 32..36 with sample_chunk=8; sample 8
+    # with sample_chunk=4) lies much closer to a test point than the others, so that it carries
+    # that point's estimate: a loop that skipped the last chunk would change it by hundreds of
+    # nats (checked by _assert_parzen_within_float32_error).
+    shared[34] = x[1] + 0.05 * rng.normal(size=x.shape[1:])
+    per[2, 8] = x[2] + 0.05 * rng.normal(size=x.shape[1:])
     return x, shared, per
+
+
+def _assert_parzen_within_float32_error(got, x, samples, sigma, shared, sample_chunk):
+    """Compares float32 Parzen estimates with the float64 reference to within float32 error.
+
+    A relative tolerance on the result is far too loose for faces: the estimate is
+    log p̂ = L - log S - N, with L = logsumexp_s(-e_s), e_s = ‖x - s‖² / 2σ², and
+    N = (D/2) log(2πσ²); |L| and |N| reach 10⁴-10⁵ nats for D = 12,288 values, so rtol = 2e-5
+    allows several nats, more than a missing `- log S` (log 37 = 3.6 nats) or a skipped chunk of
+    samples may change. The tolerance is instead an absolute bound on float32 rounding, per
+    point. With u = 2⁻²⁴ ≈ 6e-8 the unit roundoff of float32:
+      * each exponent e_s sums D products. Shared samples use the expansion
+        ‖x - c‖² + ‖s - c‖² - 2 (x - c)·(s - c), c the mean of the chunk of s: a tree-summed
+        (pairwise/blocked) sum is within ⌈log₂ D⌉·u of the sum of its terms' magnitudes, so e_s
+        is within log₂(D)·u·T_s with T_s = (‖x - c‖² + ‖s - c‖² + 2|(x - c)·(s - c)|) / 2σ²
+        (T_s = e_s for per-point samples, whose differences are squared directly). T_s can be
+        far above e_s when s is close to x: the three terms then cancel;
+      * the logsumexp moves by the softmax-weighted mean of its exponents' errors, Σ w_s δ_s;
+      * rounding 1/(2σ²), each square and the differences, N to float32 and the final additions
+        each add at most about u·(Σ w_s T_s + |N|).
+    Hence |error| ≤ (log₂ D + 4)·u·(Σ_s w_s T_s + |N|): at most about 1 nat here (σ = 0.05,
+    T ≈ 8·10⁵), 10-20 times the error actually seen.
+    """
+    got = np.asarray(got, np.float64)
+    x2 = np.asarray(x, np.float64).reshape(len(x), -1)
+    d = x2.shape[1]
+    num_samples = samples.shape[0] if shared else samples.shape[1]
+    s2 = np.asarray(samples, np.float64).reshape((num_samples, d) if shared
+                                                 else (len(x), num_samples, d))
+    want = reference(x, samples, sigma, shared=shared)
+    norm = 0.5 * d * np.log(2 * np.pi * sigma**2)
+    if shared:
+        chunk = np.arange(num_samples) // sample_chunk
+        centres = np.stack([s2[chunk == k].mean(0) for k in range(chunk.max() + 1)])[chunk]
+        sc = s2 - centres  # [S, D]
+        xc = x2[:, None, :] - centres[None]  # [B, S, D]
+        terms = (np.sum(xc**2, -1) + np.sum(sc**2, -1)[None]
+                 + 2 * np.abs(np.einsum("bsd,sd->bs", xc, sc)))
+        d2 = np.sum((x2[:, None, :] - s2[None]) ** 2, -1)
+    else:
+        d2 = terms = np.sum((s2 - x2[:, None, :]) ** 2, -1)  # [B, S]
+    weights = special.softmax(-d2 / (2 * sigma**2), axis=1)
+    scale = np.sum(weights * terms, axis=1) / (2 * sigma**2)
+    u = 2.0**-24
+    tol = (np.log2(d) + 4) * u * (scale + abs(norm))
+    err = np.abs(got - want)
+    assert np.all(err <= tol), (err, tol)
+    # The bound is tight enough to see the defects it is meant to catch: a missing `- log S`
+    # (an error of log S at every point), and a loop that skips the last chunk of samples.
+    assert tol.max() < np.log(num_samples) / 2, tol
+    keep = np.arange(num_samples) < (num_samples - 1) // sample_chunk * sample_chunk
+    kept = s2[keep] if shared else s2[:, keep]
+    without_last = reference(x, kept, sigma, shared=shared) + np.log(keep.sum() / num_samples)
+    assert np.any(np.abs(without_last - want) > 10 * tol), (without_last - want, tol)
 
 
 @pytest.mark.parametrize("sigma", [0.05, 0.2, 1.0])
@@ -47,6 +107,7 @@ def test_parzen_shared_samples_on_faces_match_float64(faces, sigma):
     want = reference(x, shared, sigma, shared=True)
     # float32 with 12,288 values per face: relative error of order 1e-6 of the magnitudes.
     np.testing.assert_allclose(got, want, rtol=2e-5)
+    _assert_parzen_within_float32_error(got, x, shared, sigma, shared=True, sample_chunk=8)
 
 
 @pytest.mark.parametrize("sigma", [0.03, 0.3])
@@ -55,6 +116,7 @@ def test_parzen_per_test_point_samples_on_faces_match_float64(faces, sigma):
     got = metrics.parzen_log_likelihood(x, per, sigma, test_chunk=3, sample_chunk=4)
     assert got.shape == (5,)
     np.testing.assert_allclose(got, reference(x, per, sigma, shared=False), rtol=1e-5)
+    _assert_parzen_within_float32_error(got, x, per, sigma, shared=False, sample_chunk=4)
     # And the per-test-point protocol really uses each point's own samples: swapping two
     # points' samples changes their values.
     swapped = per.copy()

@@ -320,3 +320,150 @@ def test_the_registry_reads_each_builders_options():
     assert [registry.get(n).reads_folder for n in pipeline.DATASETS] == [False, True, False, True]
     with pytest.raises(ValueError, match="Unknown dataset 'mnist'"):
         registry.get("mnist")
+
+
+# --- siblings of issue #12: bad inputs, concurrent preparation, processes that outlive a run -----
+
+
+def test_a_split_too_small_for_the_batch_says_what_each_split_has_and_needs(prepared_dir):
+    with pytest.raises(ValueError) as raised:
+        load(prepared_dir, "test", batch_size=64)
+    message = str(raised.value)
+    assert "The 'test' split of 'synthetic_faces' has 50 examples" in message
+    assert "that split needs at least 64 faces" in message
+    assert "The splits have: train 250, validation 50, test 50 faces." in message
+    assert "Use a batch size of at most 50, or --config.data.options.num_test=64" in message
+    # Sharded over processes: the global batch is what the split needs.
+    with pytest.raises(ValueError) as raised:
+        load(prepared_dir, "validation", batch_size=20, shard_index=1, shard_count=3)
+    message = str(raised.value)
+    assert "fewer than one global batch of 20 x 3 shard(s)" in message
+    assert "that split needs at least 60 faces" in message
+    assert "The splits have: train 250, validation 50, test 50 faces." in message
+    assert "a batch size of at most 16 per process" in message
+    assert "--config.data.options.num_validation=60" in message
+
+
+def test_the_config_lists_every_builder_option_and_no_other():
+    from cmma_jax.configs import base  # pylint: disable=g-import-not-at-top
+    from cmma_jax.data import registry  # pylint: disable=g-import-not-at-top
+
+    taken = set().union(*(d.options for d in registry.REGISTRY.values()))
+    assert set(base.data_config().options.keys()) == taken
+
+
+_PREPARE_SCRIPT = """
+import json, logging, os, sys, time
+logging.basicConfig(level=logging.WARNING)
+from cmma_jax.data import pipeline
+prepared_dir, go, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.005)
+builder = pipeline.prepare("synthetic_faces", prepared_dir=prepared_dir, options=options)
+source = builder.as_data_source(split="train")
+print("prepared", len(source), flush=True)
+"""
+
+
+def _wait_for_line(process, want, timeout):
+    """Reads `process`'s stdout until a line starting with `want`; fails after `timeout` s."""
+    import select  # pylint: disable=g-import-not-at-top
+    import time  # pylint: disable=g-import-not-at-top
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if ready:
+            line = process.stdout.readline()
+            if line.startswith(want):
+                return line
+            if not line and process.poll() is not None:
+                break
+    raise AssertionError(f"no {want!r} from process {process.pid} (exit {process.poll()})")
+
+
+def test_two_processes_preparing_the_same_dataset_take_turns(tmp_path):
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+
+    options = {"num_train": 300, "num_validation": 10, "num_test": 10, "seed": 3,
+               "num_workers": 0}
+    go = tmp_path / "go"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PREPARE_SCRIPT, str(tmp_path / "prepared"), str(go),
+             json.dumps(options)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for p in processes:
+            _wait_for_line(p, "ready", timeout=300)
+        go.touch()  # both start preparing at once (rendering 320 faces takes seconds)
+        results = [p.communicate(timeout=600) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(processes, results):
+        assert p.returncode == 0, err[-3000:]
+        assert "prepared 300" in out
+    waited = [err for _, err in results if "Waiting for another process" in err]
+    assert len(waited) == 1, [err[-2000:] for _, err in results]
+    builder = pipeline.get_builder("synthetic_faces", prepared_dir=str(tmp_path / "prepared"),
+                                   options=options)
+    assert f"preparing {builder.data_dir}" in waited[0]
+    assert "Done waiting" in waited[0]
+    expected, _ = synthetic_faces.render_split(builder.builder_config, "train", 0, 300)
+    source = builder.as_data_source(split="train")
+    np.testing.assert_array_equal(np.stack([source[i]["image"] for i in range(300)]), expected)
+    # One prepared folder, no leftovers of a second preparation.
+    assert sorted(os.listdir(os.path.dirname(builder.data_dir))) == [
+        os.path.basename(builder.data_dir), os.path.basename(builder.data_dir) + ".lock"]
+
+
+_LOADER_SCRIPT = """
+import json, sys, time
+from cmma_jax.data import pipeline
+if __name__ == "__main__":
+    data = pipeline.load("synthetic_faces", "train", batch_size=10, prepared_dir=sys.argv[1],
+                         options=json.loads(sys.argv[2]), worker_count=2, shard_index=0,
+                         shard_count=1)
+    next(data.iterator)
+    print("ready", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_worker_processes_die_with_a_killed_run(prepared_dir, tmp_path):
+    import signal  # pylint: disable=g-import-not-at-top
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+
+    import psutil  # pylint: disable=g-import-not-at-top
+
+    script = tmp_path / "loader.py"
+    script.write_text(_LOADER_SCRIPT)
+    run = subprocess.Popen([sys.executable, str(script), prepared_dir, json.dumps(OPTIONS)],
+                           stdout=subprocess.PIPE, text=True)
+    children = []
+    try:
+        _wait_for_line(run, "ready", timeout=300)
+        children = psutil.Process(run.pid).children(recursive=True)
+        workers = [c for c in children if "grain" in " ".join(c.cmdline()) or
+                   "multiprocessing" in " ".join(c.cmdline())]
+        assert len(workers) >= 2, [c.cmdline() for c in children]
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, [(c.pid, c.cmdline()) for c in alive]
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for c in children:
+            try:
+                c.kill()
+            except psutil.NoSuchProcess:
+                pass

@@ -143,7 +143,8 @@ class ZlibTensor(tfds.features.Tensor):
 
 
 class BadImages:
-    """Absent or undecodable images met while preparing: skipped up to a budget, else an error.
+    """Absent, undecodable or badly sized images met while preparing: skipped up to a budget,
+    else an error.
 
     Every skip is counted, named in a warning and logged; nothing is dropped silently.
     """
@@ -184,10 +185,15 @@ class BadImages:
         )
 
     def unreadable(self, filename: str, reason: str) -> None:
-        """Records an undecodable image; raises once the budget is exceeded."""
+        """Records an undecodable or badly sized image; raises once the budget is exceeded."""
         if len(self._skipped) + 1 > self._max:
-            raise UnreadableImageError(
-                f"{reason}. The image {filename} (listed in {self._listed_in}) cannot be read. "
+            # The class the worker met (its name starts the reason): a size far from the
+            # dataset's is a BadImageSizeError, any other an UnreadableImageError.
+            error = (_images.BadImageSizeError
+                     if reason.startswith(_images.BadImageSizeError.__name__)
+                     else UnreadableImageError)
+            raise error(
+                f"{reason}. The image {filename} (listed in {self._listed_in}) cannot be used. "
                 + self._what_to_do(len(self._skipped) + 1)
             )
         self._skipped.append(filename)
@@ -208,12 +214,52 @@ class BadImages:
             )
 
 
-def folder_config_name(source_dir: str, index_files: tuple[str, ...], options: dict) -> str:
+def image_files_fingerprint(image_dir: str) -> str:
+    """A digest of the name, size and modification time of every file under `image_dir`.
+
+    Only `stat`s, no reading: 13,233 LFW JPEGs in 5,749 person folders take about 0.1 s (warm
+    cache). Symbolic links are followed (the linked file's size and time). A replaced, truncated,
+    added or removed image changes the digest; "absent" if there is no such folder.
+    """
+    entries: list[str] = []
+
+    def scan(path: str, prefix: str) -> None:
+        with os.scandir(path) as it:
+            for entry in it:
+                name = prefix + entry.name
+                try:
+                    if entry.is_dir():
+                        scan(entry.path, name + "/")
+                        continue
+                    st = entry.stat()
+                except OSError:  # a dangling link, or removed meanwhile
+                    entries.append(f"{name}:absent")
+                    continue
+                entries.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+
+    try:
+        scan(image_dir, "")
+    except FileNotFoundError:
+        return "absent"
+    except NotADirectoryError:
+        return "not_a_folder"
+    entries.sort()
+    return hashlib.sha1("\n".join(entries).encode()).hexdigest()
+
+
+def folder_config_name(
+    source_dir: str,
+    index_files: tuple[str, ...],
+    options: dict,
+    image_dir: str | None = None,
+) -> str:
     """A config name for a prepared copy of a source folder: its base name and a fingerprint.
 
     The fingerprint hashes the folder's absolute path, the size and modification time of its index
-    files (attribute and partition files) and the builder options, so that a different folder, an
-    edited index file or other options are prepared afresh instead of read stale from the cache.
+    files (attribute and partition files) and of every file under `image_dir` (a folder of
+    `source_dir`, or a path; `image_files_fingerprint`), and the builder options, so that a
+    different folder, an edited index file, a replaced image or other options are prepared afresh
+    instead of read stale from the cache.
     """
     source_dir = os.path.abspath(source_dir)
     parts = [source_dir] + [f"{k}={options[k]}" for k in sorted(options)]
@@ -223,6 +269,10 @@ def folder_config_name(source_dir: str, index_files: tuple[str, ...], options: d
             parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
         except OSError:
             parts.append(f"{name}:absent")
+    if image_dir is not None:
+        parts.append(
+            f"images:{image_files_fingerprint(os.path.join(source_dir, image_dir))}"
+        )
     digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
     base = "".join(c if c.isalnum() else "_" for c in os.path.basename(source_dir.rstrip(os.sep)))[
         :40

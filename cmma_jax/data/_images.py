@@ -8,6 +8,7 @@ that worker processes start quickly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
 from typing import Sequence
@@ -29,6 +30,65 @@ CELEBA_CROP_CENTER_Y = 0.55
 
 class UnreadableImageError(ValueError):
     """An image file that exists but cannot be decoded (corrupt, truncated, not an image)."""
+
+
+class BadImageSizeError(UnreadableImageError):
+    """An image that decodes but is far from its dataset's size or aspect (`ExpectedSize`).
+
+    A bad image like an undecodable one: an error naming the file, or skipped (with a warning)
+    within the builders' `max_bad_images`.
+    """
+
+
+# How far from its dataset's size an image may be. An image is bad when its aspect ratio (width /
+# height) differs from the dataset's by more than MAX_ASPECT_DEVIATION (a factor of 1.25 either
+# way), or when its short side is under the dataset's `min_short_side` (below). Each dataset's
+# minimum keeps the face crop at least MIN_FACE_SIDE source pixels, half the 64-px output, i.e.
+# a face upsampled at most 2x: CelebA's crop is 0.8 x width (so width >= 40), LFW's 250x250 crops
+# are 84 or 100 px of 250 (so width >= 96 for LFWcrop's 84-px box), LFWcrop's faces are the crop
+# (so >= 32). Real images are nowhere near these limits: the shared CelebA copy is half size
+# (89x109) and passes; a 1x1 or 500x50 image, a thumbnail or a rotated photo does not.
+MAX_ASPECT_DEVIATION = 0.25
+MIN_FACE_SIDE = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpectedSize:
+    """What a dataset's source images look like; `check` refuses an image far from it."""
+
+    what: str  # "CelebA's aligned images", for the message
+    width: int
+    height: int
+    min_short_side: int
+
+    def problem(self, width: int, height: int) -> str | None:
+        """Why a `width` x `height` image is too far from this size, or None if it is not."""
+        if min(width, height) < self.min_short_side:
+            return (
+                f"its short side is under {self.min_short_side} px, too small for a face"
+                f" (the face crop would have under {MIN_FACE_SIDE} px)"
+            )
+        ratio = (width / height) / (self.width / self.height)
+        if max(ratio, 1.0 / ratio) > 1.0 + MAX_ASPECT_DEVIATION:
+            return (
+                f"its aspect (width / height = {width / height:.3g}) differs from"
+                f" {self.width / self.height:.3g} by more than {MAX_ASPECT_DEVIATION:.0%}"
+            )
+        return None
+
+    def check(self, image: Image.Image, path: str | os.PathLike[str]) -> None:
+        """Raises BadImageSizeError, naming the file, if `image` is far from this size."""
+        problem = self.problem(*image.size)
+        if problem is not None:
+            raise BadImageSizeError(
+                f"Image {os.fspath(path)} is {image.size[0]}x{image.size[1]} (width x height),"
+                f" far from {self.what} ({self.width}x{self.height} or a rescaled copy): {problem}"
+            )
+
+
+CELEBA_SIZE = ExpectedSize("CelebA's aligned images", 178, 218, min_short_side=40)
+LFW_SIZE = ExpectedSize("LFW's person-folder JPEGs", 250, 250, min_short_side=96)
+LFWCROP_SIZE = ExpectedSize("LFWcrop's faces", 64, 64, min_short_side=MIN_FACE_SIDE)
 
 
 def celeba_crop_box(width: int, height: int) -> tuple[float, float, float, float]:
@@ -98,7 +158,9 @@ def load_celeba_images(paths: Sequence[str]) -> list[np.ndarray | str]:
     out: list[np.ndarray | str] = []
     for path in paths:
         try:
-            out.append(crop_celeba(read_image(path)))
+            image = read_image(path)
+            CELEBA_SIZE.check(image, path)
+            out.append(crop_celeba(image))
         except (FileNotFoundError, UnreadableImageError, ValueError) as e:
             out.append(f"{type(e).__name__}: {e}")
     return out
@@ -109,7 +171,9 @@ def load_square_images(paths: Sequence[str]) -> list[np.ndarray | str]:
     out: list[np.ndarray | str] = []
     for path in paths:
         try:
-            out.append(resize_square(read_image(path)))
+            image = read_image(path)
+            LFWCROP_SIZE.check(image, path)
+            out.append(resize_square(image))
         except (FileNotFoundError, UnreadableImageError) as e:
             out.append(f"{type(e).__name__}: {e}")
     return out

@@ -16,11 +16,48 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 import warnings
 from typing import Callable, Iterator, Sequence, TypeVar
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+
+PARENT_POLL_S = 0.2  # how often a worker process checks that its parent is alive
+_watching = False
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Makes this process exit as soon as `parent_pid`, its parent, is gone.
+
+    For worker processes (prepare-time pools, grain's loader workers): a parent killed with
+    SIGKILL cannot stop its workers, and grain's workers, blocked on a queue nobody reads, would
+    otherwise live on for minutes. A daemon thread checks every `PARENT_POLL_S` seconds that the
+    parent is still this process's parent (an orphan is re-parented to init or a subreaper) and
+    ends the process with `os._exit` if not. Does nothing in a process that is not a child of
+    `parent_pid` (or in the parent itself); idempotent.
+
+    (Linux's `prctl(PR_SET_PDEATHSIG)` is not used: it fires when the *thread* that started the
+    child ends, and grain starts its workers from threads of a thread pool, which may end first.)
+    """
+    global _watching
+    if os.getpid() == parent_pid or _watching:
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a multiprocessing child: knows its parent even if already gone
+        if parent.pid != parent_pid:
+            return
+    elif os.getppid() != parent_pid:  # not our child, or the parent died already: unknowable
+        return
+    _watching = True
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)  # pylint: disable=protected-access
+
+    threading.Thread(target=watch, name="exit_with_parent", daemon=True).start()
 
 
 def default_num_workers(num_items: int, *, min_items: int = 2000) -> int:
@@ -58,7 +95,11 @@ def ordered_map(
             message=r".*use of fork\(\) may lead to deadlocks",
             category=DeprecationWarning,
         )
-        pool = context.Pool(processes=min(num_workers, len(chunks)))
+        pool = context.Pool(
+            processes=min(num_workers, len(chunks)),
+            initializer=exit_with_parent,
+            initargs=(os.getpid(),),
+        )
     with pool:
         for results in pool.imap(fn, chunks):
             yield from results

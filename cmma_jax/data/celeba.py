@@ -19,9 +19,10 @@ the rest; for the 9,000-face shared copy that is train 000001-008000, validation
 test 008501-009000.
 
 Bad input raises an error that names the file and the fix: a missing folder or attribute file,
-a malformed attribute or partition file, a listed image that is absent or cannot be decoded.
-With `max_bad_images=N`, up to N absent or undecodable images are skipped instead, with a warning
-that gives their count and names (also kept in the prepared dataset's metadata).
+a malformed attribute or partition file, a listed image that is absent or cannot be decoded, an
+image far from CelebA's size or aspect (`_images.CELEBA_SIZE`: a 1x1 image is no face).
+With `max_bad_images=N`, up to N absent, undecodable or badly sized images are skipped instead,
+with a warning that gives their count and names (also kept in the prepared dataset's metadata).
 
 The upstream tfds `celeb_a` dataset (downloaded by tfds) is read by `cmma_jax.data.pipeline`
 with the same crop and output format; this module provides the crop and the attribute names.
@@ -304,10 +305,11 @@ class CelebAConfig(tfds.core.BuilderConfig):
 def make_config(
     source_dir: str | os.PathLike[str] | None = None, *, max_bad_images: int = 0
 ) -> CelebAConfig:
-    """The config for a folder: named after the folder and a fingerprint of its index files.
+    """The config for a folder: named after the folder and a fingerprint of its files.
 
-    A changed attribute or partition file (or a different folder) gets a new name, so it is
-    prepared afresh rather than read stale from the cache.
+    A changed attribute or partition file, a replaced image (the fingerprint covers the size and
+    modification time of every file in the image folder) or a different folder gets a new name,
+    so it is prepared afresh rather than read stale from the cache.
     """
     if max_bad_images < 0:
         raise ValueError(f"max_bad_images must be >= 0, got {max_bad_images}.")
@@ -318,7 +320,10 @@ def make_config(
     source_dir = os.path.abspath(os.path.expanduser(os.fspath(source_dir)))
     return CelebAConfig(
         name=folder_config_name(
-            source_dir, (ATTRIBUTE_FILE, PARTITION_FILE), {"max_bad_images": max_bad_images}
+            source_dir,
+            (ATTRIBUTE_FILE, PARTITION_FILE),
+            {"max_bad_images": max_bad_images},
+            image_dir=IMAGE_DIR,
         ),
         description=f"CelebA read from {source_dir}.",
         source_dir=source_dir,
@@ -355,7 +360,8 @@ class CelebA(LocalBuilder):
 
         Args:
             source_dir: the CelebA folder; None reads tfds's manual directory instead.
-            max_bad_images: absent or undecodable images to skip (with a warning) before failing.
+            max_bad_images: absent, undecodable or badly sized images to skip (with a warning)
+                before failing.
             num_workers: decoding processes (None: one per core for large folders, else none).
             config: an explicit config (overrides source_dir and max_bad_images).
             **kwargs: `tfds.core.DatasetBuilder`'s (`data_dir`, ...).

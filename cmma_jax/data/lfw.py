@@ -38,7 +38,8 @@ next 1,000 validation, the rest (2,143 for the released file) test. Both sizes a
 that small fixtures can exercise all three splits; `max_rows=N` reads only the first N rows.
 
 Bad input raises an error that names the file and the fix, as for `celeba`; `max_bad_images=N`
-skips up to N absent or undecodable faces with a warning.
+skips up to N absent, undecodable or badly sized faces with a warning. An image far from its
+layout's size (`_images.LFW_SIZE`, `_images.LFWCROP_SIZE`: e.g. a 1x1 file) is a bad image.
 """
 
 from __future__ import annotations
@@ -532,7 +533,9 @@ def load_cropped(args: tuple[Sequence[float], Sequence[str]]) -> list[bytes | st
     out: list[bytes | str] = []
     for path in paths:
         try:
-            out.append(zlib.compress(crop_face(_images.read_image(path), box).tobytes()))
+            image = _images.read_image(path)
+            _images.LFW_SIZE.check(image, path)
+            out.append(zlib.compress(crop_face(image, box).tobytes()))
         except (FileNotFoundError, _images.UnreadableImageError) as e:
             out.append(f"{type(e).__name__}: {e}")
     return out
@@ -596,13 +599,18 @@ def make_config(
     source_dir = os.path.abspath(os.path.expanduser(os.fspath(source_dir)))
     # The fingerprint covers the layout found now, so that a folder given another layout later
     # is prepared afresh.
+    # It also covers the size and modification time of every image of that layout, so that a
+    # replaced image is prepared afresh too.
     try:
-        found = find_layout(source_dir, layout).name
+        found_layout = find_layout(source_dir, layout)
+        found, image_dir = found_layout.name, found_layout.image_dir
     except (FileNotFoundError, ValueError):
-        found = None
+        found, image_dir = None, None
     index_files = ATTRIBUTE_FILES if attribute_file is None else (options["attribute_file"],)
     return LfwConfig(
-        name=folder_config_name(source_dir, index_files, {**options, "found_layout": found}),
+        name=folder_config_name(
+            source_dir, index_files, {**options, "found_layout": found}, image_dir=image_dir
+        ),
         description=f"LFW faces and attributes read from {source_dir}.",
         source_dir=source_dir,
         **options,
@@ -651,7 +659,8 @@ class Lfw(LocalBuilder):
         Args:
             source_dir: the LFW folder; None reads tfds's manual directory instead.
             num_train, num_validation: the split (first rows train, next validation, rest test).
-            max_bad_images: absent or undecodable faces to skip (with a warning) before failing.
+            max_bad_images: absent, undecodable or badly sized faces to skip (with a warning)
+                before failing.
             num_workers: decoding processes (None: one per core for large folders, else none).
             layout: "lfwcrop", "lfw" or "lfw-deepfunneled" (`LAYOUTS`); None: the first present.
             attribute_file: the attribute file, a name in the folder or a path; None:

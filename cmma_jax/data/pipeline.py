@@ -50,10 +50,14 @@ faces' -1/+1, LFW's real-valued scores):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import gc
 import json
+import logging
 import os
+import socket
 import sys
 import weakref
 from typing import Any, Mapping
@@ -63,6 +67,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from cmma_jax.data import _images
+from cmma_jax.data import _parallel
 from cmma_jax.data import celeba as celeba_lib
 from cmma_jax.data import registry
 
@@ -121,9 +126,61 @@ def prepare(
     """Prepares a dataset as array_record if it is not prepared yet; returns its builder.
 
     Same arguments as `get_builder`. Preparing is done once per prepared_dir; later calls find the
-    files and return at once.
+    files and return at once. Processes preparing the same dataset at once (two runs started
+    together, the processes of one multi-host run) take turns: preparing holds an exclusive OS
+    lock on `<prepared folder>.lock` (`_preparing_lock`), and a process that finds it held logs
+    that it waits for another process preparing that folder, then finds the prepared data.
     """
-    builder = get_builder(name, data_dir=data_dir, prepared_dir=prepared_dir, options=options)
+    where = dict(data_dir=data_dir, prepared_dir=prepared_dir, options=options)
+    builder = get_builder(name, **where)
+    if _is_prepared(builder):
+        return builder
+    with _preparing_lock(os.fspath(builder.data_dir)):
+        # Made afresh under the lock: another process may have prepared the data meanwhile,
+        # and a tfds builder reads its prepared folder's info only when it is made.
+        builder = get_builder(name, **where)
+        _download_and_prepare(name, builder)
+    return builder
+
+
+def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+    """Whether the builder's folder holds prepared data (tfds writes it whole, by a rename)."""
+    return os.path.isfile(os.path.join(os.fspath(builder.data_dir), "dataset_info.json"))
+
+
+@contextlib.contextmanager
+def _preparing_lock(folder: str):
+    """Holds an exclusive lock on `<folder>.lock` (`fcntl.flock`); waits while another has it.
+
+    The OS releases the lock when its holder exits, however it exits (`kill -9` included), so a
+    stale lock file never blocks anyone: the file stays, the lock does not. The file records the
+    holder's host and PID, for the waiting message.
+    """
+    path = folder.rstrip(os.sep) + ".lock"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            logging.warning(
+                "Waiting for another process (%s) preparing %s; it holds %s.", holder, folder, path
+            )
+            fcntl.flock(f, fcntl.LOCK_EX)
+            logging.warning("Done waiting: %s is no longer being prepared by another process.",
+                            folder)
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"host {socket.gethostname()}, PID {os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _download_and_prepare(name: str, builder: tfds.core.DatasetBuilder) -> None:
     try:
         builder.download_and_prepare(file_format="array_record")
     except ModuleNotFoundError as e:
@@ -143,7 +200,6 @@ def prepare(
             " rate-limited or unreachable; download CelebA yourself and use name='celeba',"
             " data_dir=<folder>."
         ) from e
-    return builder
 
 
 def data_source(
@@ -175,6 +231,15 @@ def data_source(
                 " or use name='celeba' with a local CelebA folder."
             ) from e
     builder = prepare(name, data_dir=data_dir, prepared_dir=prepared_dir, options=options)
+    if split not in builder.info.splits:  # a folder too small to give this split any face
+        sizes = {s: int(builder.info.splits[s].num_examples) for s in SPLITS
+                 if s in builder.info.splits}
+        raise ValueError(
+            f"The {split!r} split of {name!r} has no faces: the folder is too small to give it"
+            f" any. The splits have: {', '.join(f'{s} {n}' for s, n in sizes.items())} faces."
+            f" Use a larger folder (docs/data.md says how each dataset is split), or another"
+            " split."
+        )
     return builder.as_data_source(split=split)
 
 
@@ -381,6 +446,19 @@ class GlobalBatchSampler:
     def __len__(self) -> int:
         return sys.maxsize if self._max_index is None else self._max_index
 
+    # grain pickles the sampler into each worker process (`worker_count > 0`). Unpickled in a
+    # child of the process that pickled it, it makes that worker exit when its parent is gone:
+    # a `kill -9`ed run would otherwise leave its workers (~280 MB each) blocked for minutes.
+    def __getstate__(self):
+        return {**self.__dict__, "_pickled_by": os.getpid()}
+
+    def __setstate__(self, state):
+        state = dict(state)
+        pickled_by = state.pop("_pickled_by", None)
+        self.__dict__.update(state)
+        if pickled_by is not None:
+            _parallel.exit_with_parent(pickled_by)
+
     def __repr__(self) -> str:
         return (f"GlobalBatchSampler(num_records={self._num_records}, "
                 f"batch_size={self._batch_size}, shard_options={self._shard_options!r}, "
@@ -476,10 +554,8 @@ def load(
     batches_per_epoch = num_examples // (batch_size * shard_count)
     per_shard = batches_per_epoch * batch_size
     if batches_per_epoch < 1:
-        raise ValueError(
-            f"The {split!r} split of {name!r} has {num_examples} examples: fewer than one global "
-            f"batch of {batch_size} x {shard_count} shard(s). Use a smaller batch_size."
-        )
+        raise ValueError(_too_small_message(name, split, num_examples, batch_size, shard_count,
+                                            **where))
     if shuffle is None:
         shuffle = split == "train"
     if num_epochs == "auto":
@@ -515,6 +591,42 @@ def load(
         num_examples_per_shard=per_shard,
         batches_per_epoch=batches_per_epoch,
         loader=loader,
+    )
+
+
+def _split_sizes(name: str, **where) -> dict[str, int]:
+    """The number of faces in each split of a prepared dataset ({} if unknown)."""
+    try:
+        if registry.get(name).upstream:
+            builder = tfds.builder(name, data_dir=_prepared_dir(where.get("prepared_dir")))
+        else:
+            builder = get_builder(name, **where)
+        return {s: int(builder.info.splits[s].num_examples) for s in SPLITS
+                if s in builder.info.splits}
+    except Exception:  # noqa: BLE001 - only for a message
+        return {}
+
+
+def _too_small_message(name, split, num_examples, batch_size, shard_count, **where) -> str:
+    """Why a split cannot make one batch: every split's size, the batch it needs, the fixes."""
+    needed = batch_size * shard_count
+    sizes = _split_sizes(name, **where)
+    listed = ", ".join(f"{s} {n}" for s, n in sizes.items()) or f"{split} {num_examples}"
+    largest = num_examples // shard_count
+    fixes = [f"a batch size of at most {largest}{' per process' if shard_count > 1 else ''}"
+             if largest >= 1 else f"fewer than {shard_count + 1} processes"]
+    if name == "synthetic_faces":
+        fixes.append(f"--config.data.options.num_{split}={needed} (or more)")
+    elif name == "lfw" and split in ("train", "validation"):
+        fixes.append(f"--config.data.options.num_{split}={needed} (or more; the test split is"
+                     " the rows after train and validation)")
+    else:
+        fixes.append(f"a folder with at least {needed} faces in its {split} split")
+    return (
+        f"The {split!r} split of {name!r} has {num_examples} examples: fewer than one global"
+        f" batch of {batch_size} x {shard_count} shard(s) (the batch size asked x the processes),"
+        f" so it makes no batch; that split needs at least {needed} faces. The splits have:"
+        f" {listed} faces. Use {', or '.join(fixes)}."
     )
 
 
