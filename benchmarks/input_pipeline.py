@@ -19,11 +19,14 @@ record format).
 
     python benchmarks/input_pipeline.py
     python benchmarks/input_pipeline.py --workers 0,2,4 --batches 200 --consumer_images_per_sec 12
+    python benchmarks/input_pipeline.py --datasets lfw --lfw_dir SUBSET --lfw_num_train 1700 \\
+        --lfw_num_validation 150 --batch_size 256 --json out.json   # (accelerator_check.sh)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -103,6 +106,14 @@ def main() -> None:
         "--lfw_dir", default=None, help="real LFW folder; default: a generated LFW-format folder"
     )
     parser.add_argument("--datasets", default="synthetic_faces,celeba,lfw")
+    parser.add_argument("--lfw_rows", type=int, default=2_400,
+                        help="rows of the generated LFW-format folder (no --lfw_dir)")
+    parser.add_argument("--lfw_num_train", type=int, default=None,
+                        help="lfw split: train rows (default: 2,000 generated, else the paper's)")
+    parser.add_argument("--lfw_num_validation", type=int, default=None,
+                        help="lfw split: validation rows (default: 200 generated, else the "
+                        "paper's)")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--workers", default="0,2", help="comma-separated worker counts")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=100, help="batches per timed repeat")
@@ -130,21 +141,24 @@ def main() -> None:
                 (name, {"prepared_dir": prepared_dir, "data_dir": args.celeba_dir}, args.celeba_dir)
             )
         elif name == "lfw":
+            split = {k: v for k, v in (("num_train", args.lfw_num_train),
+                                       ("num_validation", args.lfw_num_validation)) if v}
             if args.lfw_dir:
-                configs.append(
-                    (name, {"prepared_dir": prepared_dir, "data_dir": args.lfw_dir}, args.lfw_dir)
-                )
+                kwargs = {"prepared_dir": prepared_dir, "data_dir": args.lfw_dir}
+                if split:
+                    kwargs["options"] = split
+                configs.append((name, kwargs, args.lfw_dir))
             else:
-                root = write_lfw_like_folder(os.path.join(tmp.name, "lfw"))
+                root = write_lfw_like_folder(os.path.join(tmp.name, "lfw"), args.lfw_rows)
                 configs.append(
                     (
                         name,
                         {
                             "prepared_dir": os.path.join(tmp.name, "tfds"),
                             "data_dir": root,
-                            "options": {"num_train": 2_000, "num_validation": 200},
+                            "options": {"num_train": 2_000, "num_validation": 200, **split},
                         },
-                        "generated LFW-format folder, 2,000 train",
+                        f"generated LFW-format folder, {split.get('num_train', 2_000):,} train",
                     )
                 )
         else:
@@ -155,6 +169,7 @@ def main() -> None:
         f" repeats, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
     )
     print(f"# consumer: {args.consumer_images_per_sec:g} images/sec; target ratio >= 5")
+    rows = []
     print("| dataset | source | workers | first batch (s) | batches/s | images/s | x consumer |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name, kwargs, note in configs:
@@ -173,12 +188,20 @@ def main() -> None:
                 **kwargs,
             )
             images = statistics.median(rates)
+            rows.append({"dataset": name, "source": note, "workers": w, "batch_size":
+                         args.batch_size, "first_batch_seconds": first, "images_per_second":
+                         images, "images_per_second_repeats": rates,
+                         "consumer_images_per_second": args.consumer_images_per_sec,
+                         "ratio_to_consumer": images / args.consumer_images_per_sec})
             print(
                 f"| {name} | {note} | {w} | {first:.2f} | {images / args.batch_size:.1f} |"
                 f" {images:.0f} | {images / args.consumer_images_per_sec:.0f}x |",
                 flush=True,
             )
     tmp.cleanup()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cpus": os.cpu_count(), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

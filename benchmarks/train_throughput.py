@@ -7,14 +7,39 @@ all devices) is compiled first (compile time reported separately), then timed ov
 `block_until_ready()`; the median is reported. A trace counter (`chex.assert_max_traces(n=1)`)
 fails the run if the step is ever traced twice (a recompile).
 
-FLOPs:
-  model_flops: `cost_analysis()` of the same step lowered (before XLA's optimisations) with the
-    plain "xla" convolutions: the FLOPs of the model's mathematics, the same figure for every
-    implementation. (XLA's cost analysis counts the body of a loop once, so the "fast_cpu"
-    executable, whose convolutions loop over chunks of the batch, under-reports its own FLOPs;
-    its figure is kept as `executable_flops`.)
-  achieved FLOP/s = model_flops x steps/s; utilisation = achieved / peak, where the peak is
-    measured in the same run: a large float32 matmul on the same device (and, on a GPU, bfloat16).
+FLOPs (`count_flops`, 2 per multiply-add, read off the program's jaxpr, not off XLA):
+  executed_flops: the matmuls (`dot_general`) and convolutions (`conv_general_dilated`) of the
+    step of the chosen implementation, forward, backward and optimizer, as traced: for
+    "fast_cpu" that is what `cmma_jax.fast_conv` runs (its im2col/col2im/patch matmuls and
+    convolutions, the custom VJPs' backward passes, and the fused polyphase upsampling: the
+    decoder's "upsample 2x, then 5x5 conv" becomes a 3x3 conv of the small map with 4x the output
+    channels, 25/9 = 2.8x fewer FLOPs than the plain layer). A loop body (`lax.fori_loop` over
+    chunks of the batch, which traces as `scan`) is counted `length` times; a `cond`, its most
+    expensive branch; a `while` of unknown trip count, once, and the record is flagged.
+    Elementwise work (activations, the loss, Adam) is not counted: it is not what a peak
+    matmul rate measures and is a small fraction of these steps.
+  model_flops: the same count for the same step with the plain "xla" convolutions (the paper's
+    layers as written: upsampled maps, padded "full" convolutions, XLA's own gradients): the
+    FLOPs of the model's mathematics, the same for every implementation of a configuration.
+  cost_analysis_model_flops: XLA's `cost_analysis()` of that plain program before optimisation
+    (elementwise work included), for reference. (XLA counts a loop body once, so its figure for
+    the "fast_cpu" executable under-reports; it is not used.)
+
+Peak (`peaks`, one per dtype): `measured` is the best (not the median) of `--peak_repeats` timings
+of a large square matmul on the same device in the same run; `theoretical` is the processor's
+(`theoretical_peak`): on a CPU, usable CPUs x FLOPs per cycle per core x clock, with the vector
+width from /proc/cpuinfo's flags (AVX-512: 16 float32 lanes, AVX2: 8) x 2 for the fused
+multiply-add x 2 FMA units (the most an x86 core has, so an upper bound) and the clock from
+cpufreq's maximum, else the largest of /proc/cpuinfo's "cpu MHz" and the model name's "@ x GHz";
+on a GPU, the datasheet's dense rate for the device kind (H100/H200 SXM: bf16 989, fp32 as TF32
+495 TFLOP/s). The peak a utilisation is divided by is the larger of the two (a base clock read on
+a VM can be below the turbo clock a matmul runs at); each is stated in the output.
+
+Utilisation (`utilisation`): executed (or model) FLOP/s over the peak of the step's dtype; a
+figure above 1 is never written: executed FLOP/s above a peak that includes the theoretical one
+is a bug (a wrong FLOP count or a wrong peak) and raises `UtilisationError`; any other figure
+above 1 (against a measured-only peak, or model FLOPs where the implementation executes fewer)
+is recorded as null with a flag saying why.
 
 Usage:
   python benchmarks/train_throughput.py                                  # CMMA, paper, batch 64
@@ -43,6 +68,7 @@ from absl import app, flags
 
 import chex
 import jax
+import jax.extend.core  # noqa: F401  (jax.extend.core.Jaxpr, ClosedJaxpr)
 import jax.numpy as jnp
 import numpy as np
 
@@ -62,6 +88,9 @@ flags.DEFINE_integer("repeats", 5, "Timed repeats (the median is reported).")
 flags.DEFINE_integer("steps_per_repeat", 0, "Steps per timed repeat; 0 = enough for ~1 s.")
 flags.DEFINE_integer("num_attributes", 73, "Attributes per example (73: LFW, the paper's data).")
 flags.DEFINE_string("out", "benchmarks/results/train_throughput.json", "JSON output path.")
+flags.DEFINE_integer("peak_repeats", 5, "Timings of the peak matmul (the best is taken).")
+flags.DEFINE_integer("peak_size", 0, "Size of the peak matmul; 0 = 3072 (float32) or 1536 "
+                     "(bfloat16) on a CPU, 8192 on an accelerator.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,28 +129,233 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure_peak(dtype=jnp.float32, size: int | None = None, repeats: int = 5) -> float:
-    """FLOP/s of a large square matmul in `dtype` on the default device (median of `repeats`)."""
+def measure_peak(dtype=jnp.float32, size: int | None = None,
+                 repeats: int = 5) -> dict[str, Any]:
+    """FLOP/s of a large square matmul in `dtype` on the default device: the best and the
+    median of `repeats` timings (after a warm-up call)."""
+    cpu = jax.default_backend() == "cpu"
     if size is None:
-        size = 3072 if jax.default_backend() == "cpu" else 8192
+        size = (3072 if dtype == jnp.float32 else 1536) if cpu else 8192
     a = jax.random.normal(jax.random.key(0), (size, size), dtype)
     b = jax.random.normal(jax.random.key(1), (size, size), dtype)
     matmul = jax.jit(jnp.dot)
     matmul(a, b).block_until_ready()
     times = []
-    for _ in range(repeats):
+    for _ in range(max(1, repeats)):
         start = time.perf_counter()
         matmul(a, b).block_until_ready()
         times.append(time.perf_counter() - start)
-    return 2.0 * size ** 3 / statistics.median(times)
+    flops = 2.0 * size ** 3
+    return {"best": flops / min(times), "median": flops / statistics.median(times),
+            "size": size, "repeats": len(times)}
 
 
-def peaks() -> dict[str, float]:
-    """The measured peaks: float32, and bfloat16 on a GPU."""
-    out = {"float32": measure_peak(jnp.float32)}
-    if jax.default_backend() == "gpu":
-        out["bfloat16"] = measure_peak(jnp.bfloat16)
+def _cpu_flags_and_clock() -> tuple[set[str], float | None, str]:
+    """/proc/cpuinfo's flags, and the highest clock that can be read (Hz) with its source."""
+    flags, mhz, name_ghz = set(), [], None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "flags" and not flags:
+                    flags = set(value.split())
+                elif key == "cpu MHz":
+                    mhz.append(float(value))
+                elif key == "model name" and name_ghz is None and "GHz" in value:
+                    try:
+                        name_ghz = float(value.rsplit("@", 1)[1].replace("GHz", "").strip())
+                    except (IndexError, ValueError):
+                        pass
+    except OSError:
+        pass
+    max_khz = []
+    for cpu in range(os.cpu_count() or 1):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq") as f:
+                max_khz.append(float(f.read()))
+        except (OSError, ValueError):
+            pass
+    if max_khz:
+        return flags, max(max_khz) * 1e3, "cpufreq cpuinfo_max_freq"
+    candidates = []
+    if mhz:
+        candidates.append((max(mhz) * 1e6, "/proc/cpuinfo cpu MHz"))
+    if name_ghz:
+        candidates.append((name_ghz * 1e9, "the model name's @ GHz"))
+    if not candidates:
+        return flags, None, "no clock readable"
+    hz, source = max(candidates)
+    return flags, hz, source + " (no cpufreq: turbo unknown)"
+
+
+# Datasheet dense (no sparsity) rates, FLOP/s, by a substring of jax's device_kind; the first
+# match wins. float32: the TF32 tensor-core rate (XLA may use TF32 for float32 matmuls by
+# default on these chips; plain float32 is far lower), so that the figure is a ceiling.
+GPU_PEAKS = (
+    ("H100 PCIe", {"bfloat16": 756e12, "float32": 378e12}),
+    ("H200", {"bfloat16": 989.4e12, "float32": 494.7e12}),
+    ("H100", {"bfloat16": 989.4e12, "float32": 494.7e12}),
+    ("A100", {"bfloat16": 312e12, "float32": 156e12}),
+)
+
+
+def theoretical_peak(dtype: str) -> dict[str, Any] | None:
+    """The processor's theoretical peak FLOP/s for `dtype` ("float32", "bfloat16") and how it was
+    obtained (module docstring), or None where it cannot be read (e.g. a TPU, an unknown GPU)."""
+    backend = jax.default_backend()
+    if backend == "gpu":
+        kind = jax.devices()[0].device_kind
+        for key, rates in GPU_PEAKS:
+            if key in kind and dtype in rates:
+                n = jax.device_count()
+                return {"flops_per_second": rates[dtype],
+                        "source": f"datasheet dense {dtype} rate of one {key} ({kind}); "
+                                  f"{n} device(s), the step's mesh spans them all"
+                                  + ("" if n == 1 else f": x{n}"),
+                        "per_device": rates[dtype], "devices": n,
+                        "total": rates[dtype] * n}
+        return None
+    if backend != "cpu":
+        return None
+    flags, hz, clock_source = _cpu_flags_and_clock()
+    if hz is None or not flags:
+        return None
+    if "avx512f" in flags:
+        lanes, isa = 16, "AVX-512"
+    elif "avx2" in flags or "avx" in flags:
+        lanes, isa = 8, "AVX2" if "avx2" in flags else "AVX"
+    else:
+        lanes, isa = 4, "SSE"
+    per_cycle = lanes * 2 * 2  # FMA (2 FLOPs) x 2 FMA units
+    how = f"{lanes} float32 lanes ({isa}) x 2 (FMA) x 2 FMA units"
+    if dtype == "bfloat16":
+        if "amx_bf16" in flags:
+            per_cycle, how = 1024, "AMX bf16: 1024 FLOPs/cycle/core"
+        elif "avx512_bf16" in flags:
+            per_cycle, how = 2 * per_cycle, how + " x 2 (AVX512_BF16)"
+        else:
+            how += " (no bf16 instructions: computed as float32)"
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    total = cpus * per_cycle * hz
+    return {"flops_per_second": total, "per_device": total, "devices": 1,
+            "total": total,
+            "source": f"{cpus} CPUs x {how} x {hz / 1e9:.2f} GHz ({clock_source})"}
+
+
+def peaks(dtypes=("float32",), repeats: int = 5, size: int | None = None) -> dict[str, Any]:
+    """For each dtype: the measured matmul peak, the theoretical peak, and the one utilisations
+    are divided by (`used`: the larger, see the module docstring)."""
+    out = {}
+    for dtype in dtypes:
+        measured = measure_peak(jnp.dtype(dtype).type, size, repeats)
+        # The measured peak is the whole mesh's: a plain matmul runs on one device.
+        theory = theoretical_peak(dtype)
+        n = jax.device_count() if jax.default_backend() != "cpu" else 1
+        measured_total = measured["best"] * n
+        entry = {"measured": measured_total, "measured_detail": measured,
+                 "theoretical": theory["total"] if theory else None,
+                 "theoretical_source": theory["source"] if theory else "not readable"}
+        if theory and theory["total"] >= measured_total:
+            entry["used"], entry["used_source"] = theory["total"], "theoretical"
+        elif theory:
+            entry["used"], entry["used_source"] = measured_total, (
+                "measured (above the theoretical figure: its clock or width was read low)")
+        else:
+            entry["used"], entry["used_source"] = measured_total, "measured (no theoretical peak)"
+        entry["includes_theoretical"] = theory is not None
+        out[dtype] = entry
     return out
+
+
+class UtilisationError(ValueError):
+    """Executed FLOP/s above the processor's peak: the FLOP count or the peak is wrong."""
+
+
+def utilisation(flops_per_second: float, peak: float, *, what: str = "",
+                strict: bool = True) -> tuple[float | None, str | None]:
+    """`flops_per_second / peak` in (0, 1], and a flag (None when the figure is sound).
+
+    A figure above 1 is never returned: with `strict` (executed FLOPs against a peak that
+    includes the theoretical one) it is a bug and raises `UtilisationError`; otherwise the figure
+    is None and the flag says why. Non-positive or non-finite inputs raise ValueError.
+    """
+    if not (np.isfinite(flops_per_second) and flops_per_second > 0):
+        raise ValueError(f"{what}: FLOP/s must be positive and finite, got {flops_per_second}.")
+    if not (np.isfinite(peak) and peak > 0):
+        raise ValueError(f"{what}: the peak must be positive and finite, got {peak}.")
+    value = flops_per_second / peak
+    if value <= 1.0:
+        return value, None
+    message = (f"{what}: {flops_per_second:.4g} FLOP/s is {value:.2f}x the peak {peak:.4g} "
+               "FLOP/s")
+    if strict:
+        raise UtilisationError(message + ": the FLOP count or the peak is wrong.")
+    return None, message
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs of a program
+
+
+def _dot_general_flops(eqn) -> float:
+    lhs, rhs = (v.aval for v in eqn.invars[:2])
+    (_, rc), (_, rb) = eqn.params["dimension_numbers"]
+    rhs_free = [d for i, d in enumerate(rhs.shape) if i not in set(rc) | set(rb)]
+    return 2.0 * float(np.prod(lhs.shape)) * float(np.prod(rhs_free))
+
+
+def _conv_flops(eqn) -> float:
+    rhs = eqn.invars[1].aval
+    out = eqn.outvars[0].aval
+    rhs_out_dim = eqn.params["dimension_numbers"].rhs_spec[0]
+    # Each output element sums over the kernel's window and input features (per group).
+    return 2.0 * float(np.prod(out.shape)) * float(np.prod(rhs.shape)) / rhs.shape[rhs_out_dim]
+
+
+def _jaxprs_in(value):
+    if isinstance(value, jax.extend.core.ClosedJaxpr):
+        yield value.jaxpr
+    elif isinstance(value, jax.extend.core.Jaxpr):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _jaxprs_in(v)
+
+
+def _count(jaxpr, notes: set[str]) -> float:
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "dot_general":
+            total += _dot_general_flops(eqn)
+        elif name == "conv_general_dilated":
+            total += _conv_flops(eqn)
+        elif name == "scan":
+            total += eqn.params["length"] * _count(eqn.params["jaxpr"].jaxpr, notes)
+        elif name == "cond":
+            total += max(_count(b.jaxpr, notes) for b in eqn.params["branches"])
+        elif name == "while":
+            body = _count(eqn.params["body_jaxpr"].jaxpr, notes)
+            if body:
+                notes.add("a while loop of unknown trip count was counted once")
+            total += body + _count(eqn.params["cond_jaxpr"].jaxpr, notes)
+        else:
+            for value in eqn.params.values():
+                for sub in _jaxprs_in(value):
+                    total += _count(sub, notes)
+    return total
+
+
+def count_flops(fn, *args) -> tuple[float, list[str]]:
+    """FLOPs of the matmuls and convolutions `fn(*args)` runs (module docstring), and notes on
+    anything that made the count approximate."""
+    notes: set[str] = set()
+    jaxpr = jax.make_jaxpr(fn)(*args)
+    return _count(jaxpr.jaxpr, notes), sorted(notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,8 +386,10 @@ class Step:
 
     Attributes:
       compile_seconds: lowering + compilation time.
-      model_flops: FLOPs of one step of the model's mathematics (see the module docstring).
-      executable_flops: `cost_analysis()` of this step's executable.
+      executed_flops: matmul and convolution FLOPs of this step as this implementation runs it
+        (module docstring); `flop_notes`: what made the count approximate, if anything.
+      model_flops: the same count with the plain "xla" convolutions (the model's mathematics).
+      cost_analysis_model_flops: XLA's `cost_analysis()` of the plain program, for reference.
     """
 
     def __init__(self, model: str, preset: str, batch_size: int, conv_impl: str,
@@ -175,19 +411,18 @@ class Step:
         self._keys = [jax.random.fold_in(jax.random.key(seed + 1), i) for i in range(64)]
         self._calls = 0
         start = time.perf_counter()
-        compiled = self._step.lower(self.state, self.batch, self._keys[0]).compile()
+        self._step.lower(self.state, self.batch, self._keys[0]).compile()
         self.compile_seconds = time.perf_counter() - start
-        self.executable_flops = _flops(compiled.cost_analysis())
-        self.model_flops = self._model_flops(lib, state, host_batch)
+        self.executed_flops, self.flop_notes = count_flops(
+            functools.partial(lib.train_step, config=self.config), state, host_batch,
+            self._keys[0])
+        plain = get_config(model, preset, batch_size, "xla", dtype)
+        plain_step = functools.partial(lib.train_step, config=plain)
+        self.model_flops = self.executed_flops if self.resolved_impl == "xla" else \
+            count_flops(plain_step, state, host_batch, self._keys[0])[0]
+        self.cost_analysis_model_flops = _flops(
+            jax.jit(plain_step).lower(state, host_batch, self._keys[0]).cost_analysis())
         self.run(1)  # the first call (a cache hit of the compilation above) and warm-up
-
-    def _model_flops(self, lib, state, host_batch) -> float:
-        # The lowered (unoptimised) program with the plain convolutions: the same figure for
-        # every implementation of one configuration.
-        config = get_config(self.model, self.preset, self.batch_size, "xla")
-        lowered = jax.jit(functools.partial(lib.train_step, config=config)).lower(
-            state, host_batch, self._keys[0])
-        return _flops(lowered.cost_analysis())
 
     def run(self, steps: int) -> dict[str, jax.Array]:
         """Runs `steps` steps and waits for them; returns the last metrics."""
@@ -225,46 +460,92 @@ def steps_for(seconds_per_step: float, target: float = 1.0) -> int:
     return max(1, int(round(target / max(seconds_per_step, 1e-6))))
 
 
-def record(step: Step, seconds_per_step: list[float], peak: dict[str, float]) -> dict[str, Any]:
-    """One result record."""
+def record(step: Step, seconds_per_step: list[float], peak: dict[str, Any]) -> dict[str, Any]:
+    """One result record; utilisations against the peak of the step's dtype (`utilisation`)."""
     median = statistics.median(seconds_per_step)
     steps_per_second = 1.0 / median
-    achieved = step.model_flops * steps_per_second
-    out = {
+    dtype = step.config.model.get("dtype", "float32")
+    p = peak[dtype]
+    executed = step.executed_flops * steps_per_second
+    modelled = step.model_flops * steps_per_second
+    what = step.describe()
+    flags_ = list(step.flop_notes)
+    executed_u, flag = utilisation(executed, p["used"], what=f"{what}, executed FLOPs",
+                                   strict=p["includes_theoretical"])
+    flags_ += [flag] if flag else []
+    model_u, flag = utilisation(modelled, p["used"], what=f"{what}, model FLOPs", strict=False)
+    if flag:
+        flags_.append(flag + (" (the implementation executes "
+                              f"{step.executed_flops / step.model_flops:.2f}x the model's FLOPs)"))
+    executed_m, flag = utilisation(executed, p["measured"], what=f"{what}, executed FLOPs "
+                                   "against the measured matmul", strict=False)
+    flags_ += [flag] if flag else []
+    model_m, flag = utilisation(modelled, p["measured"], what=f"{what}, model FLOPs against "
+                                "the measured matmul", strict=False)
+    flags_ += [flag] if flag else []
+    return {
         "model": step.model, "preset": step.preset, "batch_size": step.batch_size,
         "conv_impl": step.conv_impl, "resolved_conv_impl": step.resolved_impl,
-        "dtype": step.config.model.get("dtype", "float32"),
+        "dtype": dtype,
         "compile_seconds": round(step.compile_seconds, 2),
         "seconds_per_step_median": median,
         "seconds_per_step": seconds_per_step,
         "steps_per_second": steps_per_second,
         "images_per_second": steps_per_second * step.batch_size,
         "model_flops_per_step": step.model_flops,
-        "executable_flops_per_step": step.executable_flops,
-        "achieved_flops_per_second": achieved,
+        "executed_flops_per_step": step.executed_flops,
+        "cost_analysis_model_flops_per_step": step.cost_analysis_model_flops,
+        "model_flops_per_second": modelled,
+        "executed_flops_per_second": executed,
+        "peak_flops_per_second": p["used"],
+        "peak_source": p["used_source"],
+        "executed_utilisation": executed_u,
+        "model_flops_utilisation": model_u,
+        "executed_utilisation_vs_measured_matmul": executed_m,
+        "model_flops_utilisation_vs_measured_matmul": model_m,
+        "flags": flags_,
     }
-    for name, value in peak.items():
-        out[f"utilisation_vs_{name}_peak"] = achieved / value
-    return out
+
+
+def _pct(value) -> str:
+    return "n/a (flagged)" if value is None else f"{100 * value:.1f}%"
+
+
+def describe_peaks(peak: dict[str, Any]) -> str:
+    """One line per dtype: the peaks and which one the utilisations are divided by."""
+    lines = []
+    for dtype, p in peak.items():
+        theory = (f"theoretical {p['theoretical'] / 1e9:,.0f} GFLOP/s ({p['theoretical_source']})"
+                  if p["theoretical"] else "theoretical: not readable")
+        m = p["measured_detail"]
+        lines.append(f"- {dtype}: {theory}; measured matmul {p['measured'] / 1e9:,.0f} GFLOP/s "
+                     f"(best of {m['repeats']} {m['size']}x{m['size']} matmuls; median "
+                     f"{m['median'] / 1e9:,.0f}); utilisation is against the {p['used_source']} "
+                     f"peak, {p['used'] / 1e9:,.0f} GFLOP/s.")
+    return "\n".join(lines)
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:
     """The records as a Markdown table."""
     lines = [
         "| model | preset | batch | dtype | conv_impl | compile s | s/step (median) | steps/s "
-        "| images/s | GFLOP/step | achieved GFLOP/s | utilisation (fp32 peak) |",
-        "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| images/s | model GFLOP/step | executed GFLOP/step | executed GFLOP/s "
+        "| utilisation (executed / peak) | MFU (model / peak) | MFU vs measured matmul |",
+        "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |",
     ]
     for r in records:
         impl = r["conv_impl"] if r["conv_impl"] == r["resolved_conv_impl"] else \
             f"{r['conv_impl']} ({r['resolved_conv_impl']})"
         lines.append(
             f"| {r['model']} | {r['preset']} | {r['batch_size']} | {r['dtype']} | {impl} "
-            f"| {r['compile_seconds']:.1f} | {r['seconds_per_step_median']:.3f} "
+            f"| {r['compile_seconds']:.1f} | {r['seconds_per_step_median']:.4f} "
             f"| {r['steps_per_second']:.3f} | {r['images_per_second']:.1f} "
-            f"| {r['model_flops_per_step'] / 1e9:.1f} "
-            f"| {r['achieved_flops_per_second'] / 1e9:.1f} "
-            f"| {100 * r['utilisation_vs_float32_peak']:.1f}% |")
+            f"| {r['model_flops_per_step'] / 1e9:.2f} "
+            f"| {r['executed_flops_per_step'] / 1e9:.2f} "
+            f"| {r['executed_flops_per_second'] / 1e9:.1f} "
+            f"| {_pct(r['executed_utilisation'])} | {_pct(r['model_flops_utilisation'])} "
+            f"| {_pct(r['model_flops_utilisation_vs_measured_matmul'])} |")
     return "\n".join(lines)
 
 
@@ -279,7 +560,7 @@ def write(path: str, payload: dict[str, Any], table: str) -> None:
 def main(argv):
     del argv
     env = environment()
-    peak = peaks()
+    peak = peaks(tuple(FLAGS.dtypes), FLAGS.peak_repeats, FLAGS.peak_size or None)
     print(json.dumps({"environment": env, "peak_flops_per_second": peak}), flush=True)
     records = []
     for model in FLAGS.models:
@@ -299,12 +580,20 @@ def main(argv):
                     records.append(record(s, times[id(s)], peak))
                     print(json.dumps(records[-1]), flush=True)
                 del steps
-    table = markdown_table(records)
+                # Written after each configuration: a run stopped early keeps what it measured.
+                write(FLAGS.out, {"command": "python " + " ".join(sys.argv), "environment": env,
+                                  "peak_flops_per_second": peak, "results": records,
+                                  "complete": False}, markdown_table(records))
     cmd = "python " + " ".join(sys.argv)
+    table = (f"{cmd}\n\n{env['processor']}, {env['cpu_count']} CPUs, {env['devices']}, "
+             f"jax {env['jax']}, {env['time']}. Peaks:\n{describe_peaks(peak)}\n\n"
+             + markdown_table(records))
+    flagged = [f for r in records for f in r["flags"]]
+    if flagged:
+        table += "\n\nFlags:\n" + "\n".join(f"- {f}" for f in flagged)
     write(FLAGS.out, {"command": cmd, "environment": env, "peak_flops_per_second": peak,
-                      "results": records}, table)
-    print(f"\n{cmd}\n{env['processor']}, {env['cpu_count']} CPUs, {env['devices']}, "
-          f"jax {env['jax']}, fp32 peak {peak['float32'] / 1e9:.0f} GFLOP/s\n\n{table}")
+                      "results": records, "complete": True}, table)
+    print("\n" + table)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 """The training benchmarks run end to end (tiny preset, one step per repeat): their JSON records
-and tables are complete, and the PyTorch reference computes the same loss and gradients as the
-JAX CMMA (skipped when PyTorch, the `bench` extra, is absent). Speed itself is measured by the
-benchmarks, not asserted here."""
+and tables are complete, FLOPs are counted from what each implementation executes, no utilisation
+above 100% can be reported, the PyTorch reference computes the same loss and gradients as the
+JAX CMMA with both of its decoders (skipped when PyTorch, the `bench` extra, is absent), and the
+accelerator check dry-runs on the CPU. Speed itself is measured by the benchmarks, not asserted
+here."""
 
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 
 def _run(args, timeout=600):
@@ -25,10 +29,15 @@ def test_train_throughput_records(tmp_path):
     out = tmp_path / "tt.json"
     _run(["benchmarks/train_throughput.py", "--models=cmma", "--presets=tiny",
           "--batch_sizes=4", "--conv_impls=xla,fast_cpu", "--dtypes=float32,bfloat16",
-          "--repeats=2", "--steps_per_repeat=1", f"--out={out}"])
+          "--repeats=2", "--steps_per_repeat=1", "--peak_repeats=2", "--peak_size=512",
+          f"--out={out}"])
     payload = json.loads(out.read_text())
-    assert payload["environment"]["backend"] == "cpu"
-    assert payload["peak_flops_per_second"]["float32"] > 0
+    assert payload["environment"]["backend"] == "cpu" and payload["complete"]
+    for dtype in ("float32", "bfloat16"):
+        peak = payload["peak_flops_per_second"][dtype]
+        assert peak["measured"] > 0 and peak["used"] >= peak["measured"]
+        if peak["theoretical"]:
+            assert peak["used"] >= peak["theoretical"] and peak["includes_theoretical"]
     records = payload["results"]
     assert {(r["model"], r["dtype"], r["conv_impl"]) for r in records} == {
         ("cmma", d, c) for d in ("float32", "bfloat16")
@@ -37,20 +46,163 @@ def test_train_throughput_records(tmp_path):
         assert len(r["seconds_per_step"]) == 2 and r["seconds_per_step_median"] > 0
         assert r["images_per_second"] == pytest.approx(4 * r["steps_per_second"])
         assert r["model_flops_per_step"] > 0 and r["compile_seconds"] > 0
+        # A real run: every utilisation is a fraction, none flagged.
+        for key in ("executed_utilisation", "model_flops_utilisation",
+                    "executed_utilisation_vs_measured_matmul",
+                    "model_flops_utilisation_vs_measured_matmul"):
+            assert 0 < r[key] <= 1, (key, r[key])
+        assert r["flags"] == []
+        if r["conv_impl"] == "xla":
+            assert r["executed_flops_per_step"] == r["model_flops_per_step"]
+        else:  # the fused polyphase upsampling executes fewer FLOPs than the plain layers
+            assert r["executed_flops_per_step"] < 0.7 * r["model_flops_per_step"]
     # The model's FLOPs (counted on the plain layers) do not depend on the implementation.
     for d in ("float32", "bfloat16"):
         flops = {r["model_flops_per_step"] for r in records if r["dtype"] == d}
         assert len(flops) == 1, flops
     table = (tmp_path / "tt.md").read_text()
     assert table.count("\n| cmma | tiny | 4 |") == 4
+    assert "utilisation is against the" in table
+
+
+def test_utilisation_is_never_above_one():
+    import train_throughput as tt
+
+    assert tt.utilisation(0.25e9, 1e9) == (0.25, None)
+    assert tt.utilisation(1e9, 1e9) == (1.0, None)
+    # Executed FLOPs above a peak that includes the processor's theoretical one: a bug.
+    with pytest.raises(tt.UtilisationError, match="FLOP count or the peak is wrong"):
+        tt.utilisation(1.58e9, 1e9, what="cmma", strict=True)
+    # Anywhere else (a measured-only peak, model FLOPs of a faster algorithm): None and a flag.
+    value, flag = tt.utilisation(1.75e9, 1e9, what="cmma, model FLOPs", strict=False)
+    assert value is None and "1.75x the peak" in flag
+    for bad in ((0.0, 1e9), (-1.0, 1e9), (float("nan"), 1e9), (1e9, 0.0), (1e9, float("inf"))):
+        with pytest.raises(ValueError):
+            tt.utilisation(*bad)
+
+
+def test_a_record_cannot_report_more_than_the_peak():
+    """The issue's case, fabricated: model FLOPs counted on the plain layers while the fast path
+    executes fewer, against a peak measured low."""
+    import types
+
+    import train_throughput as tt
+
+    step = types.SimpleNamespace(
+        model="cmma", preset="paper", batch_size=64, conv_impl="fast_cpu",
+        resolved_impl="fast_cpu", config=types.SimpleNamespace(model={"dtype": "float32"}),
+        compile_seconds=5.0, model_flops=380e9, executed_flops=262e9,
+        cost_analysis_model_flops=349e9, flop_notes=[], describe=lambda: "cmma/paper")
+    peak = {"float32": {"measured": 60e9, "used": 120e9, "used_source": "theoretical",
+                        "theoretical": 120e9, "includes_theoretical": True}}
+    r = tt.record(step, [3.49, 3.5, 3.48], peak)  # median 3.49 s: 75 GFLOP/s executed
+    assert r["executed_utilisation"] == pytest.approx(262e9 / 3.49 / 120e9)
+    assert r["model_flops_utilisation"] == pytest.approx(380e9 / 3.49 / 120e9)
+    assert r["executed_utilisation_vs_measured_matmul"] is None  # 1.25x: flagged, not written
+    assert r["model_flops_utilisation_vs_measured_matmul"] is None
+    assert len(r["flags"]) == 2
+    assert "n/a (flagged)" in tt.markdown_table([r])
+    # Executed FLOP/s above the theoretical peak: refused.
+    with pytest.raises(tt.UtilisationError):
+        tt.record(step, [1.0], peak)
+    # Without a theoretical peak the same figure is flagged, not raised.
+    peak["float32"]["includes_theoretical"] = False
+    r = tt.record(step, [1.0], peak)
+    assert r["executed_utilisation"] is None and r["model_flops_utilisation"] is None
+
+
+def test_flops_of_the_fused_upsampling_are_counted_from_its_own_convolution():
+    import jax
+    import jax.numpy as jnp
+
+    import train_throughput as tt
+    from cmma_jax import nets
+
+    b, h, ci, co, k = 2, 13, 16, 32, 5  # the decoder's "upsample 13 -> 26, full conv5 -> 30"
+    x = jnp.ones((b, h, h, ci))
+    w = jnp.full((k, k, ci, co), 0.01)
+    bias = jnp.zeros(co)
+    count = lambda impl: tt.count_flops(  # noqa: E731
+        lambda x, w: nets.conv2d(x, w, bias, k - 1, impl, upsample=True), x, w)[0]
+    plain = 2 * b * 30 * 30 * co * k * k * ci
+    assert count("xla") == plain
+    # fast_cpu: one 3x3 convolution of the 13x13 map (padding 2 -> 15x15) with 4 x co outputs,
+    # plus the (small) einsum that builds the four phase kernels from the 5x5 kernel.
+    fused = 2 * b * 15 * 15 * 4 * co * 3 * 3 * ci
+    phases = 2 * (2 * 3 * 5) * (2 * 3 * 5) * ci * co  # upper bound of the einsum's matmuls
+    assert fused <= count("fast_cpu") <= fused + phases
+    assert plain / fused == pytest.approx(25 / 9 * (30 * 30) / (4 * 15 * 15))
+    # Gradients are counted too (the custom VJP's own matmuls), and loops by their trip count.
+    loss = lambda impl: lambda x, w: nets.conv2d(x, w, bias, k - 1, impl, True).sum()  # noqa
+    assert tt.count_flops(jax.grad(loss("fast_cpu"), (0, 1)), x, w)[0] > 2 * fused
+    body = lambda c, _: (c @ c, None)  # noqa: E731
+    flops, notes = tt.count_flops(lambda c: jax.lax.scan(body, c, None, length=7)[0],
+                                  jnp.ones((8, 8)))
+    assert flops == 7 * 2 * 8 ** 3 and notes == []
+
+
+def test_theoretical_peak_is_read_from_the_processor():
+    import train_throughput as tt
+
+    peak = tt.theoretical_peak("float32")
+    with open("/proc/cpuinfo") as f:
+        info = f.read()
+    if "avx512f" not in info and "avx2" not in info:
+        pytest.skip("no AVX flags to read")
+    assert peak is not None and peak["flops_per_second"] > 0
+    assert "AVX" in peak["source"] and "GHz" in peak["source"]
+    assert tt.theoretical_peak("bfloat16")["flops_per_second"] >= peak["flops_per_second"]
 
 
 def test_torch_reference_matches_jax(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "check.json"
     result = _run(["benchmarks/torch_reference.py", "--check", "--presets=tiny",
-                   "--batch_sizes=4", f"--out={out}"])
-    check = json.loads(result.stdout[result.stdout.index("{"):])
-    assert check["loss_relative_difference"] < 1e-5
-    assert max(check["max_relative_gradient_difference"].values()) < 1e-4
-    assert check["jax_params"] == check["torch_params"]
+                   "--batch_sizes=4", "--torch_decoder=paper,polyphase", f"--out={out}"])
+    checks = json.loads(result.stdout[result.stdout.index("["):])
+    assert [c["torch_decoder"] for c in checks] == ["paper", "polyphase"]
+    for check in checks:
+        assert check["loss_relative_difference"] < 1e-5
+        assert max(check["max_relative_gradient_difference"].values()) < 1e-4
+        assert check["jax_params"] == check["torch_params"]
+
+
+def test_torch_polyphase_upsampling_is_the_plain_layer():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    import torch_reference as tr
+
+    gen = torch.Generator().manual_seed(0)
+    for size, k, pad in ((13, 5, 4), (30, 5, 4), (7, 4, 3), (6, 3, 0), (5, 5, 1)):
+        h = torch.randn(2, 6, size, size, generator=gen, dtype=torch.float64)
+        w = torch.randn(5, 6, k, k, generator=gen, dtype=torch.float64)
+        b = torch.randn(5, generator=gen, dtype=torch.float64)
+        plain = F.conv2d(F.interpolate(h, scale_factor=2, mode="nearest"), w, b, padding=pad)
+        fused = tr.polyphase_upsample_conv(h, w, b, pad)
+        assert fused.shape == plain.shape
+        np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_accelerator_check_dry_run(tmp_path):
+    """benchmarks/accelerator_check.sh --dry-run: every part on the CPU with tiny settings
+    (about 70 s on the 2-core development machine; its own budget stops it at 170 s)."""
+    out = tmp_path / "out"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run(["bash", "benchmarks/accelerator_check.sh", str(out), "--dry-run"],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["logs.tar.gz", "summary.json", "summary.md"]
+    summary = json.loads((out / "summary.json").read_text())
+    parts = {p["name"]: p["status"] for p in summary["parts"]}
+    assert list(parts) == ["setup", "tests", "throughput_cmma", "throughput_vlae", "input",
+                           "lfw"], parts
+    assert all(s == "ok" for s in parts.values()), parts
+    assert summary["tests"]["failed"] == [] and len(summary["tests"]["passed"]) == 2
+    assert {r["model"] for r in summary["throughput"]} == {"cmma", "vlae"}
+    for r in summary["throughput"]:
+        assert 0 < r["model_flops_utilisation"] <= 1
+    assert summary["input_pipeline"][0]["ratio_to_consumer"] > 0
+    assert summary["lfw_training"]["last_step"] == 6
+    assert summary["lfw_training"]["steps_per_sec_median"] > 0
+    assert "## Train step throughput" in (out / "summary.md").read_text()
