@@ -421,6 +421,24 @@ def test_unconditional_vlae():
                   config=config)
 
 
+def test_cvae_with_an_unconditioned_decoder_ignores_the_attributes_when_generating():
+    config = tiny_config("cvae", condition_decoder=False)
+    state = cvae.init_state(jax.random.key(0), config, make_batch(0))
+    plain = cvae.init_state(jax.random.key(0), tiny_config("cvae"), make_batch(0))
+    latent = config.model.latent_dim or nets.resolve_sizes(config.model)["latent_dim"]
+    # The decoder's first layer takes z alone (the CMMA's g), not [z; y].
+    assert state.params["decoder"]["dense"]["kernel"].shape[0] == latent
+    assert plain.params["decoder"]["dense"]["kernel"].shape[0] == latent + A
+    y0, y1 = np.zeros((B, A), np.float32), np.ones((B, A), np.float32)
+    key = jax.random.key(1)
+    np.testing.assert_array_equal(cvae.sample(state.params, y0, key, config=config),
+                                  cvae.sample(state.params, y1, key, config=config))
+    assert not np.array_equal(cvae.sample(plain.params, y0, key, config=tiny_config("cvae")),
+                              cvae.sample(plain.params, y1, key, config=tiny_config("cvae")))
+    terms = cvae.bound(state.params, make_batch(2), key, config=config)
+    assert terms.elbo.shape == (B,) and np.all(np.isfinite(terms.elbo))
+
+
 # ---------------------------------------------------------------------------------------------
 # Model-specific pieces
 

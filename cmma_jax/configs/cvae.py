@@ -10,6 +10,9 @@ What it should give: the encoder q(z | x, y) and decoder p(x | z, y) mirror the 
 
 Model fields beyond the base config:
   feed_attributes_to_encoder: True: q(z | x, y) of eq. (13), y concatenated after the flatten.
+  condition_decoder: True: p(x | z, y) of eq. (13). False (an ablation of the CMMA paper's
+    comparison): the decoder ignores y, like the CMMA's g, e.g.
+    `--config.model.condition_decoder=false`.
 """
 
 from __future__ import annotations
@@ -24,4 +27,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = base.get_base_config()
     config.model.name = "cvae"
     config.model.feed_attributes_to_encoder = True
+    config.model.condition_decoder = True
     return base.apply_preset(config, arg)

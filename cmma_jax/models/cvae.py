@@ -51,16 +51,21 @@ class CVAE(gaussian.GaussianLatentModel):
 
     Attributes: those of `gaussian.GaussianLatentModel` (features, latent_dim, feed_attributes,
     decoder_log_var_range, latent_log_var_range, conv_impl, dtype), with feed_attributes True by
-    default (q(z | x, y) of eq. 13).
+    default (q(z | x, y) of eq. 13), and
+      condition_decoder: concatenate y to z in the decoder (True, eq. 13). False is an ablation:
+        p(x | z) with the prior N(0, I), so that nothing but the encoder sees y; with it, the
+        CVAE's decoder is the CMMA's and the two differ only in the prior and the encoder.
     """
 
     LEARNED_PRIOR = False
 
     feed_attributes: bool = True
+    condition_decoder: bool = True
 
     def decode(self, z: Array, y: Array) -> tuple[Array, Array]:
-        """p(x | z, y): (mean, log_var), each `[B, 64, 64, 3]` float32; y is concatenated to z."""
-        return self.decoder(z, y)
+        """p(x | z, y): (mean, log_var), each `[B, 64, 64, 3]` float32; y is concatenated to z
+        (not with `condition_decoder=False`)."""
+        return self.decoder(z, y if self.condition_decoder else None)
 
     def prior(self, y: Array) -> tuple[Array, Array]:
         """p(z) = N(0, I) (independent of y), as (mean, log_var) `[B, J]`."""
@@ -84,7 +89,8 @@ def get_model(config, num_attributes: Optional[int] = None) -> CVAE:
     """The CVAE module of a config (`num_attributes` is accepted for the common interface)."""
     del num_attributes
     sizes = nets.resolve_sizes(config.model)
-    return CVAE(**gaussian.model_fields(config, sizes, feed_attributes=True))
+    return CVAE(**gaussian.model_fields(config, sizes, feed_attributes=True),
+                condition_decoder=bool(config.model.get("condition_decoder", True)))
 
 
 def capabilities(config) -> frozenset[str]:
