@@ -67,9 +67,14 @@ def latest_step(workdir: str) -> int | None:
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: PyTree, grain_iterator=None) -> None:
-    """Saves `state` (and the grain iterator's position, if given) as checkpoint `step`."""
+    """Saves `state` (and the grain iterator's position, if given) as checkpoint `step`.
+
+    `grain_iterator` may also be an iterator with its own orbax item (the device-resident
+    iterator of `cmma_jax.data.resident`: `checkpoint_save_args()`, a small JSON item)."""
     items = {"state": ocp.args.StandardSave(state)}
-    if grain_iterator is not None:
+    if hasattr(grain_iterator, "checkpoint_save_args"):
+        items["data"] = grain_iterator.checkpoint_save_args()
+    elif grain_iterator is not None:
         items["data"] = grain_checkpoint.CheckpointSave(grain_iterator)
     mngr.save(step, args=ocp.args.Composite(**items))
 
@@ -77,11 +82,18 @@ def save(mngr: ocp.CheckpointManager, step: int, state: PyTree, grain_iterator=N
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: PyTree,
             grain_iterator=None) -> PyTree:
     """The state of checkpoint `step`, shaped (and sharded) like `abstract_state`; with
-    `grain_iterator`, its position is restored in place too."""
+    `grain_iterator`, its position is restored in place too (an iterator with
+    `checkpoint_restore_args()` gets the restored item through its `set_state`)."""
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if grain_iterator is not None:
+    own_item = hasattr(grain_iterator, "checkpoint_restore_args")
+    if own_item:
+        items["data"] = grain_iterator.checkpoint_restore_args()
+    elif grain_iterator is not None:
         items["data"] = grain_checkpoint.CheckpointRestore(grain_iterator)
-    return mngr.restore(step, args=ocp.args.Composite(**items))["state"]
+    restored = mngr.restore(step, args=ocp.args.Composite(**items))
+    if own_item:
+        grain_iterator.set_state(restored["data"])
+    return restored["state"]
 
 
 def abstract(state: PyTree) -> PyTree:

@@ -82,6 +82,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     check_positive(config.training, ("batch_size", "num_steps", "log_every", "sample_every",
                                      "checkpoint_every", "keep_checkpoints"))
     parallel.check_batch_size(int(config.training.batch_size))
+    from cmma_jax.data import resident  # pylint: disable=g-import-not-at-top
+    resident.parse_setting(config.data.get("device_resident"))
 
 
 def load_data(config, split: str, *, batch_size: int, shard: bool = True) -> data.Loaded:
@@ -89,7 +91,21 @@ def load_data(config, split: str, *, batch_size: int, shard: bool = True) -> dat
 
     Training splits repeat forever in a shuffled order seeded by `training.seed`; other splits
     make one pass in file order. With `shard`, each process reads its own part of the split.
+
+    The training split goes on the devices instead (`cmma_jax.data.resident`, batches gathered
+    there by index) when `data.device_resident` says so: "auto" (unset) when it fits in a
+    quarter of the device's memory (never on CPU), "true", or "false" (the grain path).
     """
+    if split == "train":
+        from cmma_jax.data import resident  # pylint: disable=g-import-not-at-top
+        parallelism = config.training.get("parallelism", "mesh")
+        on_device = resident.load_split_resident(
+            config.data, split, batch_size=batch_size,
+            seed=int(config.training.get("seed") or 0), parallelism=parallelism,
+            sharding=(parallel.batch_sharding(parallel.make_mesh())
+                      if parallelism == "mesh" else None))
+        if on_device is not None:
+            return on_device
     return data.load_split(config.data, split, batch_size=batch_size,
                            seed=int(config.training.get("seed") or 0),
                            shard_index=None if shard else 0, shard_count=None if shard else 1)
@@ -195,7 +211,16 @@ def make_step(train_step: Callable[..., Any], config, mesh=None) -> StepFunction
                    in_shardings=(repl, parallel.batch_sharding(mesh), repl),
                    out_shardings=(repl, repl), donate_argnums=0)
     return StepFunctions(step, lambda s: parallel.replicate(s, mesh),
-                         lambda b: parallel.shard_batch(b, mesh), lambda s: s, lambda m: m)
+                         lambda b: _place_batch_on_mesh(b, mesh), lambda s: s, lambda m: m)
+
+
+def _place_batch_on_mesh(batch: Mapping[str, Any], mesh) -> PyTree:
+    """A host batch -> `parallel.shard_batch`; a batch already on the devices (the
+    device-resident path, one process) -> the batch sharding without a trip through the host
+    (a no-op when it already has it)."""
+    if jax.process_count() == 1 and all(isinstance(v, jax.Array) for v in batch.values()):
+        return jax.device_put(dict(batch), parallel.batch_sharding(mesh))
+    return parallel.shard_batch(batch, mesh)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,8 +377,11 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
     state = init_state()
     if not pmapped:
         state = fns.place_state(state)
+    # What the checkpoints save of the data: the grain iterator, or the device-resident
+    # iterator itself (its own JSON item; cmma_jax.data.resident).
+    data_position = getattr(train_data.iterator, "grain_iterator", train_data.iterator)
     manager, state = _restore_or_keep(workdir, int(training.keep_checkpoints), state,
-                                      train_data.iterator.grain_iterator)
+                                      data_position)
     start_step = int(parallel.host_copy(state.step))
     if pmapped:
         state = fns.place_state(state)
@@ -417,8 +445,7 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
                     raise NonFiniteError(
                         f"Non-finite parameters after step {done}; stopped. The last good "
                         f"checkpoint (step {manager.latest_step()}) is untouched.")
-                checkpoints.save(manager, done, fns.unplace_state(state),
-                                 train_data.iterator.grain_iterator)
+                checkpoints.save(manager, done, fns.unplace_state(state), data_position)
                 # Finished, then hashed: a checkpoint damaged later is found on restore.
                 manager.wait_until_finished()
                 if is_chief:

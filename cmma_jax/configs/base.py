@@ -18,7 +18,8 @@ Sections:
     conv_impl, and size overrides (None = from the preset): encoder_features, latent_dim, ...;
     model-specific options are added by each model config.
   data: name ("synthetic_faces", rendered offline; "celeba"; "lfw"), data_dir (the raw folder),
-    prepared_dir (the prepared cache),
+    prepared_dir (the prepared cache), worker_count, device_resident (None/"auto", "true",
+    "false": the training split on the devices, `cmma_jax.data.resident`),
     attribute_encoding ("binary" {0, 1}, "signed" {-1, +1}, or "raw" scores), num_attributes
     (None = from the data).
   training: batch_size, num_steps, seed, log_every, sample_every, checkpoint_every,
@@ -65,6 +66,11 @@ def data_config() -> ml_collections.ConfigDict:
     })
     # grain worker processes for reading and decoding (0: in the training process).
     data.worker_count = 0
+    # The training split on the devices, batches gathered there by index (cmma_jax.data.resident):
+    # "auto" (None, the default) when its uint8 images and attributes fit in a quarter of the
+    # device's memory (never on CPU), "true", or "false" (the grain path). None rather than "auto"
+    # so that workdirs written before this field resume unchanged.
+    data.device_resident = config_dict.placeholder(str)
     return data
 
 
