@@ -249,25 +249,14 @@ def figures_dir(workdir: str, seed: int) -> str:
     return os.path.join(workdir, "figures", f"seed_{seed}")
 
 
-def latest_step(workdir: str) -> int | None:
-    """The latest checkpoint's step in a training workdir (None: none), loading nothing."""
-    if not os.path.isdir(checkpoints.directory(workdir)):
-        return None
-    manager = checkpoints.manager(workdir, create=False)
-    try:
-        return manager.latest_step()
-    finally:
-        manager.close()
-
-
 def training_finished(workdir: str, num_steps: int) -> bool:
     """Whether the workdir's latest checkpoint is at `num_steps`."""
-    return latest_step(workdir) == int(num_steps)
+    return checkpoints.latest_step(workdir) == int(num_steps)
 
 
 def _checkpoint_mtime(workdir: str) -> float:
     """When the latest checkpoint was written (the newest file in its folder); 0 without one."""
-    step = latest_step(workdir)
+    step = checkpoints.latest_step(workdir)
     if step is None:
         return 0.0
     path = os.path.join(checkpoints.directory(workdir), str(step))
@@ -387,7 +376,7 @@ def _train_stage(workdir, settings, timings) -> None:
             if training_finished(path, num_steps):
                 _say(f"seed {seed} {model}: trained ({num_steps} steps), skipped")
                 continue
-            start = latest_step(path)
+            start = checkpoints.latest_step(path)
             _say(f"seed {seed} {model}: training to step {num_steps}"
                  + (f", resuming from step {start}" if start else "") + f" in {path}")
             try:
@@ -452,14 +441,14 @@ def evaluation_finished(output_dir: str, paths: Sequence[str], models: Sequence[
         return "not evaluated yet"
     if [m["model"] for m in results["models"]] != list(models):
         return "the models changed"
-    if [m["step"] for m in results["models"]] != [latest_step(p) for p in paths]:
+    if [m["step"] for m in results["models"]] != [checkpoints.latest_step(p) for p in paths]:
         return "the models were trained further"
     if _comparable(results["settings"]) != _comparable(eval_settings.to_dict()):
         return "the evaluation settings changed"
     newer = [_checkpoint_mtime(p) for p in paths]
     if classifier_dir is not None:
         info = results.get("classifier") or {}
-        if info.get("num_steps") != latest_step(classifier_dir):
+        if info.get("num_steps") != checkpoints.latest_step(classifier_dir):
             return "the classifier changed"
         newer.append(_checkpoint_mtime(classifier_dir))
     if os.path.getmtime(path) < max(newer):
@@ -496,7 +485,7 @@ def _figure_settings(settings) -> FigureSettings:
 def _figures_record(paths, figure_settings) -> dict[str, Any]:
     return {"settings": _comparable(dataclasses.asdict(figure_settings)),
             "workdirs": [os.path.basename(os.path.normpath(p)) for p in paths],
-            "steps": [latest_step(p) for p in paths]}
+            "steps": [checkpoints.latest_step(p) for p in paths]}
 
 
 def _figures_stage(workdir, settings, timings) -> None:
@@ -870,7 +859,7 @@ def reproduce(settings: ReproduceSettings, workdir: str, *, stages: Sequence[str
 
 __all__ = [
     "STAGES", "DEFAULT_MODELS", "ReproduceSettings", "reproduce", "model_config",
-    "classifier_config", "apply_overrides", "latest_step", "training_finished",
+    "classifier_config", "apply_overrides", "training_finished",
     "evaluation_finished", "settings_differences", "mean_stderr",
     "model_numbers", "seed_differences", "summarize_seeds", "markdown",
 ]

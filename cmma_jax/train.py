@@ -38,6 +38,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from cmma_jax import checkpoints, data, images, parallel, presets, workdirs
+from cmma_jax.data import resident
 from cmma_jax.models import MODELS
 from cmma_jax.progress import Progress
 # The README's entry point for loading a trained model; it lives with the other workdir readers.
@@ -82,7 +83,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     check_positive(config.training, ("batch_size", "num_steps", "log_every", "sample_every",
                                      "checkpoint_every", "keep_checkpoints"))
     parallel.check_batch_size(int(config.training.batch_size))
-    from cmma_jax.data import resident  # pylint: disable=g-import-not-at-top
     resident.parse_setting(config.data.get("device_resident"))
 
 
@@ -97,7 +97,6 @@ def load_data(config, split: str, *, batch_size: int, shard: bool = True) -> dat
     quarter of the device's memory (never on CPU), "true", or "false" (the grain path).
     """
     if split == "train":
-        from cmma_jax.data import resident  # pylint: disable=g-import-not-at-top
         parallelism = config.training.get("parallelism", "mesh")
         on_device = resident.load_split_resident(
             config.data, split, batch_size=batch_size,

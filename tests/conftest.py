@@ -28,3 +28,26 @@ def tiny_data_dir(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds")
     pipeline.prepare("synthetic_faces", prepared_dir=str(data_dir), options=TINY_DATA_OPTIONS)
     return str(data_dir)
+
+
+def kill_and_expect_no_survivors(run, children):
+    """Kills `run` (a `subprocess.Popen`) with SIGKILL, so that none of its clean-up runs, and
+    asserts that every one of its `children` (psutil processes) is gone within 10 s. Whatever
+    happens, nothing is left running."""
+    import signal  # pylint: disable=g-import-not-at-top
+
+    import psutil  # pylint: disable=g-import-not-at-top
+
+    try:
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, [(c.pid, c.cmdline()) for c in alive]
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for c in children:
+            try:
+                c.kill()
+            except psutil.NoSuchProcess:
+                pass

@@ -1,6 +1,5 @@
 """Tests for cmma_jax/data/synthetic_faces.py (and the renderer behind it)."""
 
-import os
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from cmma_jax.data import _parallel
 from cmma_jax.data import _render
 from cmma_jax.data import celeba
 from cmma_jax.data import synthetic_faces
+from conftest import kill_and_expect_no_survivors
 
 SIZES = {"num_train": 240, "num_validation": 40, "num_test": 40}
 
@@ -147,7 +147,6 @@ def test_default_config_and_bad_sizes():
 
 def test_render_processes_die_with_a_killed_preparation(tmp_path):
     """Issue #12: no process of ours outlives a `kill -9`ed run, preparing included."""
-    import signal  # pylint: disable=g-import-not-at-top
     import subprocess  # pylint: disable=g-import-not-at-top
     import sys  # pylint: disable=g-import-not-at-top
     import time  # pylint: disable=g-import-not-at-top
@@ -169,15 +168,5 @@ def test_render_processes_die_with_a_killed_preparation(tmp_path):
             time.sleep(0.2)
             children = psutil.Process(run.pid).children(recursive=True)
         assert len(children) >= 2, "the render processes did not start"
-        os.kill(run.pid, signal.SIGKILL)
-        run.wait(timeout=30)
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert not alive, [(c.pid, c.cmdline()) for c in alive]
     finally:
-        if run.poll() is None:
-            run.kill()
-        for c in children:
-            try:
-                c.kill()
-            except psutil.NoSuchProcess:
-                pass
+        kill_and_expect_no_survivors(run, children)

@@ -8,6 +8,7 @@ import pytest
 
 from cmma_jax.data import pipeline
 from cmma_jax.data import synthetic_faces
+from conftest import kill_and_expect_no_survivors
 
 OPTIONS = {"num_train": 250, "num_validation": 50, "num_test": 50, "seed": 1, "num_workers": 0}
 
@@ -438,7 +439,6 @@ if __name__ == "__main__":
 
 
 def test_worker_processes_die_with_a_killed_run(prepared_dir, tmp_path):
-    import signal  # pylint: disable=g-import-not-at-top
     import subprocess  # pylint: disable=g-import-not-at-top
     import sys  # pylint: disable=g-import-not-at-top
 
@@ -455,15 +455,5 @@ def test_worker_processes_die_with_a_killed_run(prepared_dir, tmp_path):
         workers = [c for c in children if "grain" in " ".join(c.cmdline()) or
                    "multiprocessing" in " ".join(c.cmdline())]
         assert len(workers) >= 2, [c.cmdline() for c in children]
-        os.kill(run.pid, signal.SIGKILL)
-        run.wait(timeout=30)
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert not alive, [(c.pid, c.cmdline()) for c in alive]
     finally:
-        if run.poll() is None:
-            run.kill()
-        for c in children:
-            try:
-                c.kill()
-            except psutil.NoSuchProcess:
-                pass
+        kill_and_expect_no_survivors(run, children)

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from cmma_jax import classifier, evaluate, figures, reproduce, train
+from cmma_jax import checkpoints, classifier, evaluate, figures, reproduce, train
 from conftest import TINY_DATA_OPTIONS
 
 TRAINING = {"training.batch_size": 8, "training.num_steps": 2, "training.log_every": 1,
@@ -74,7 +74,7 @@ def test_the_protocol_runs_end_to_end_into_its_layout(run):
     for seed in (0,):
         for model in ("cmma", "cvae"):
             path = os.path.join(workdir, f"seed_{seed}", model)
-            assert reproduce.latest_step(path) == 2
+            assert checkpoints.latest_step(path) == 2
             with open(os.path.join(path, "config.json")) as f:
                 assert json.load(f)["training"]["seed"] == seed
         results = os.path.join(workdir, "evaluation", f"seed_{seed}")
@@ -86,7 +86,7 @@ def test_the_protocol_runs_end_to_end_into_its_layout(run):
         assert results["models"][0]["fidelity"] is not None
         assert os.path.exists(os.path.join(workdir, "figures", f"seed_{seed}",
                                            "faces_from_attributes.png"))
-    assert reproduce.latest_step(os.path.join(workdir, "classifier")) == 4
+    assert checkpoints.latest_step(os.path.join(workdir, "classifier")) == 4
     assert report["seeds"] == [0] and report["models"] == ["cmma", "cvae"]
     assert math.isfinite(report["across_seeds"]["cmma"]["bound"]["mean"])
     text = open(os.path.join(workdir, "report.md")).read()
@@ -148,7 +148,7 @@ def test_training_finished_reads_the_checkpoint_step(run):
     path = os.path.join(workdir, "seed_0", "cvae")
     assert reproduce.training_finished(path, 2)
     assert not reproduce.training_finished(path, 4)  # raised num_steps: training continues
-    assert reproduce.latest_step(os.path.join(workdir, "nowhere")) is None
+    assert checkpoints.latest_step(os.path.join(workdir, "nowhere")) is None
 
 
 def test_settings_differences_allow_more_steps_only():
