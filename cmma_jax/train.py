@@ -14,7 +14,8 @@ It knows nothing about a particular model beyond the model contract (docs/design
 - metrics left on the device and fetched every `log_every` steps into `metrics.jsonl` (and
   TensorBoard when `tensorboardX` is installed), with a progress display;
 - hooks every so many steps: the generative models' PNG grid of samples from fixed validation
-  attributes (and reconstructions), the classifier's validation scores;
+  attributes (and reconstructions), their validation bound (`val_elbo`, the learning curve of
+  models with a bound), the classifier's validation scores;
 - a stop with an error naming the step and the term when a loss term, a gradient or a parameter
   becomes non-finite, with the last good checkpoint left untouched.
 """
@@ -39,6 +40,7 @@ from jax.experimental import multihost_utils
 
 from cmma_jax import checkpoints, data, images, parallel, presets, workdirs
 from cmma_jax.data import resident
+from cmma_jax.data.reading import SplitReader
 from cmma_jax.models import MODELS
 from cmma_jax.progress import Progress
 # The README's entry point for loading a trained model; it lives with the other workdir readers.
@@ -270,6 +272,50 @@ class SampleWriter(Hook):
                                     title=f"step {step}: faces from the data's attributes")
         return images.save_png(os.path.join(self.workdir, "samples", f"step_{step:07d}.png"),
                                grid)
+
+
+class ValidationBound(Hook):
+    """The variational bound on a fixed set of validation faces: `val_elbo`, `val_kl` and
+    `val_log_likelihood`, each the mean over the faces in nats (one posterior sample a face, the
+    noise fixed across steps so that the curve moves with the parameters only).
+
+    The learning curve that shows whether the models still improve; `cmma_jax.evaluate` scores
+    the final model more thoroughly (the test split, IWAE).
+    """
+
+    def __init__(self, model_lib, config, images_, attributes, key, every: int):
+        self.every = int(every)
+        self.key = key
+        batch = int(config.training.batch_size)
+        self.batches = [(images_[i:i + batch], attributes[i:i + batch])
+                        for i in range(0, len(images_), batch)]
+
+        def terms_sum(params, x, y, key):
+            terms = model_lib.bound(params, {"image": x, "attributes": y}, key, config=config)
+            return {f"val_{name}": jnp.sum(value) for name, value in terms._asdict().items()}
+
+        self._terms_sum = jax.jit(terms_sum)
+
+    def __call__(self, state, step: int) -> dict[str, float]:
+        params = parallel.host_copy(state.params)
+        totals: dict[str, float] = {}
+        for i, (x, y) in enumerate(self.batches):
+            sums = self._terms_sum(params, x, y, jax.random.fold_in(self.key, i))
+            for name, value in sums.items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+        num_faces = sum(len(x) for x, _ in self.batches)
+        return {name: total / num_faces for name, total in totals.items()}
+
+
+def validation_faces(config, num_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `num_faces` faces of the validation split (all of them if it holds fewer), in
+    file order, as host arrays: images and attributes in the model's encoding."""
+    encoding = config.data.attribute_encoding
+    images_, attributes = [], []
+    for chunk in SplitReader(config.data, "validation", batch_size=100, limit=num_faces):
+        images_.append(chunk.images[:chunk.num_valid])
+        attributes.append(chunk.attributes(encoding)[:chunk.num_valid])
+    return np.concatenate(images_), np.concatenate(attributes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,6 +577,12 @@ def _train(config, workdir: str, model_lib) -> PyTree:
         hooks.append(SampleWriter(model_lib, config, workdir, val_batch["image"],
                                   val_batch["attributes"], sample_key,
                                   every=int(config.training.sample_every)))
+        num_eval = int(config.training.get("num_eval") or 0)
+        if "bound" in model_lib.capabilities(config) and num_eval > 0:
+            val_images, val_attributes = validation_faces(config, num_eval)
+            hooks.append(ValidationBound(
+                model_lib, config, val_images, val_attributes, jax.random.key(0),
+                every=int(config.training.get("eval_every") or config.training.sample_every)))
     return fit(workdir, config,
                init_state=lambda: model_lib.init_state(init_key, config, example),
                train_step=model_lib.train_step, train_data=train_data, train_key=train_key,

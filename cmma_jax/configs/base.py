@@ -23,7 +23,8 @@ Sections:
     attribute_encoding ("binary" {0, 1}, "signed" {-1, +1}, or "raw" scores), num_attributes
     (None = from the data).
   training: batch_size, num_steps, seed, log_every, sample_every, checkpoint_every,
-    keep_checkpoints, parallelism ("mesh" or "pmap").
+    keep_checkpoints, eval_every and num_eval (the validation bound in metrics.jsonl),
+    parallelism ("mesh" or "pmap").
   optimizer: adam's learning_rate, b1, b2, eps, grad_clip_norm (None = no clipping), warmup_steps.
 """
 
@@ -108,6 +109,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.training.sample_every = config_dict.placeholder(int)
     config.training.checkpoint_every = config_dict.placeholder(int)
     config.training.keep_checkpoints = 3
+    # The validation bound (metrics.jsonl's val_elbo, val_kl, val_log_likelihood) of models with
+    # a bound: on the first num_eval validation faces (0: never), every eval_every steps
+    # (None: every sample_every steps).
+    config.training.eval_every = config_dict.placeholder(int)
+    config.training.num_eval = 1000
     config.training.parallelism = "mesh"
 
     config.optimizer = ml_collections.ConfigDict()
