@@ -56,11 +56,20 @@ class WorkdirLockedError(RuntimeError):
     """Another run holds the workdir."""
 
 
+# Fields added to a model's config after workdirs were written without them: (the models that
+# have the field, the field, the value that does what those workdirs did). `upgrade_config` fills
+# them in, so that an older workdir still resumes and loads.
+ADDED_FIELDS: tuple[tuple[tuple[str, ...], str, Any], ...] = (
+    (("cvae",), "model.condition_decoder", True),
+)
+
+
 def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A config of an older workdir in today's field names (changes `config` in place).
 
     Before the data fields were named after the flags, `data.source_dir` was the raw folder and
     `data.data_dir` the prepared cache; today they are `data.data_dir` and `data.prepared_dir`.
+    Fields added since (`ADDED_FIELDS`) get the value that does what the older code did.
     """
     data = config.get("data")
     if data is not None and "source_dir" in data:
@@ -68,6 +77,12 @@ def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
         values["prepared_dir"] = values.pop("data_dir", None)
         values["data_dir"] = values.pop("source_dir")
         config.data = ml_collections.ConfigDict(values)
+    model_name = config.get("model", {}).get("name")
+    for models, field, value in ADDED_FIELDS:
+        section, name = field.split(".")
+        if model_name in models and section in config and name not in config[section]:
+            with config.unlocked():
+                config[section][name] = value
     return config
 
 

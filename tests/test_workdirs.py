@@ -197,3 +197,26 @@ def test_old_workdirs_read_with_todays_field_names(copy_of):
     upgraded, _ = workdirs.read_workdir(copy_of)
     assert upgraded.data.data_dir == "/raw/celeba" and upgraded.data.prepared_dir == "/prepared"
     assert "source_dir" not in upgraded.data
+
+
+def test_a_cvae_workdir_from_before_condition_decoder_still_resumes(tiny_data_dir, tmp_path):
+    """CVAE workdirs written before `model.condition_decoder` existed conditioned the decoder:
+    they read as condition_decoder=True, resume with today's default, and are refused for an
+    ablation run (condition_decoder=False)."""
+    from cmma_jax import presets
+
+    def config(**model):
+        c = tiny_config(tiny_data_dir, model="cvae", num_steps=4)
+        c.model.update(model)
+        return c
+
+    workdir = str(tmp_path)
+    train.train_and_evaluate(config(), workdir)
+    path = os.path.join(workdir, "config.json")
+    stored = json.load(open(path))
+    del stored["model"]["condition_decoder"]
+    json.dump(stored, open(path, "w"))
+    assert workdirs.read_workdir(workdir)[0].model.condition_decoder is True
+    workdirs.check_resumable(workdir, presets.resolve_config(config()))
+    with pytest.raises(workdirs.WorkdirMismatchError, match="model.condition_decoder"):
+        workdirs.check_resumable(workdir, presets.resolve_config(config(condition_decoder=False)))
