@@ -29,7 +29,7 @@ def test_train_throughput_records(tmp_path):
     out = tmp_path / "tt.json"
     _run(["benchmarks/train_throughput.py", "--models=cmma", "--presets=tiny",
           "--batch_sizes=4", "--conv_impls=xla,fast_cpu", "--dtypes=float32,bfloat16",
-          "--repeats=2", "--steps_per_repeat=1", "--peak_repeats=2", "--peak_size=512",
+          "--repeats=1", "--steps_per_repeat=1", "--peak_repeats=2", "--peak_size=512",
           f"--out={out}"])
     payload = json.loads(out.read_text())
     assert payload["environment"]["backend"] == "cpu" and payload["complete"]
@@ -206,3 +206,21 @@ def test_accelerator_check_dry_run(tmp_path):
     assert summary["lfw_training"]["last_step"] == 6
     assert summary["lfw_training"]["steps_per_sec_median"] > 0
     assert "## Train step throughput" in (out / "summary.md").read_text()
+
+
+def test_loop_overhead_dry_run(tmp_path):
+    """benchmarks/loop_overhead.py end to end on the tiny preset: the bare step and the trainer
+    on both input paths, alternating, with overheads computed from the same repeat's rates."""
+    out = tmp_path / "loop.json"
+    _run(["benchmarks/loop_overhead.py", "--preset=tiny", "--batch_size=8", "--steps=20",
+          "--log_every=5", "--repeats=1", "--dataset=synthetic_faces",
+          f"--prepared_dir={tmp_path / 'tfds'}",
+          "--data_options=num_train=64,num_validation=16,num_test=16", f"--out={out}"])
+    payload = json.loads(out.read_text())
+    assert set(payload["steps_per_sec"]) == {"bare", "grain", "resident"}
+    for path in ("grain", "resident"):
+        rates, bare = payload["steps_per_sec"][path], payload["steps_per_sec"]["bare"]
+        assert len(rates) == 1 and all(r > 0 for r in rates)
+        np.testing.assert_allclose(payload["overhead"][path],
+                                   [1 - t / b for t, b in zip(rates, bare)])
+    assert "| resident |" in (tmp_path / "loop.md").read_text()
