@@ -4,7 +4,7 @@
 - Faces from attributes (CMMA paper, Figure 4): rows set two attributes on/off (Male with Asian on
   LFW, Male with Pale_Skin on CelebA), columns switch one more attribute on at a time (no change,
   mouth open, eyeglasses, bushy eyebrows, big nose, pointy nose, big lips); temperature 0; one
-  grid per model, side by side.
+  grid per model, tiled at most 1,200 pixels wide (`images.tile_images`).
 - Changing a face's attributes (Figures 6-7): the CMMA's procedure of section 4.5.2 with erratum 8,
   the CVAE's encode-with-old / decode-with-new; one row per switched attribute (big nose,
   eyeglasses, moustache, big lips), and the removal of eyeglasses from faces that wear them.
@@ -30,7 +30,7 @@ from PIL import Image
 
 from cmma_jax import data
 from cmma_jax.data.reading import SplitReader
-from cmma_jax.images import hstack_images, labelled_grid, save_png
+from cmma_jax.images import labelled_grid, save_png, tile_images
 from cmma_jax.workdirs import load_model, read_workdir
 
 
@@ -195,7 +195,7 @@ def faces_from_attributes_figure(models, raw_attributes: np.ndarray, names: Sequ
                                  temperature: float = 0.0, seed: int = 0,
                                  dataset: str = "the dataset") -> Image.Image:
     """Figure 4: one labelled grid per model (rows: two attributes on/off; columns: one more
-    attribute switched on), side by side.
+    attribute switched on), tiled (`images.tile_images`).
 
     Args:
       models: `cmma_jax.workdirs.TrainedModel`s; those that cannot `sample` are left out.
@@ -221,7 +221,7 @@ def faces_from_attributes_figure(models, raw_attributes: np.ndarray, names: Sequ
                                     title=f"{m.label}, T={temperature:g}"))
     if not panels:
         raise ValueError("No model that can generate faces from attributes.")
-    return hstack_images(panels)
+    return tile_images(panels)
 
 
 def edit_figure(models, images: np.ndarray, raw_attributes: np.ndarray, names: Sequence[str], *,
@@ -261,7 +261,7 @@ def edit_figure(models, images: np.ndarray, raw_attributes: np.ndarray, names: S
         panels.append(labelled_grid(np.stack(rows), labels, list(face_labels), title=m.label))
     if not panels:
         raise ValueError("No model that can edit faces (cmma, cvae or a conditional vlae).")
-    return hstack_images(panels)
+    return tile_images(panels)
 
 
 def removal_figure(models, images: np.ndarray, raw_attributes: np.ndarray, names: Sequence[str],

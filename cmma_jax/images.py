@@ -135,6 +135,28 @@ def save_png(path: str, image: Image.Image | np.ndarray, colors: int | None = No
     return path
 
 
+def tile_images(images: Sequence[Image.Image], max_width: int = 1200,
+                gap: int = 12) -> Image.Image:
+    """Pillow images in rows on white, left to right and then down: as many to a row as fit in
+    `max_width` pixels (at least one), so that a figure of several panels stays readable at the
+    width a page shows instead of shrinking every face in one long strip."""
+    rows: list[list[Image.Image]] = [[]]
+    for im in images:
+        row = rows[-1]
+        if row and sum(r.width for r in row) + gap * len(row) + im.width > max_width:
+            rows.append([])
+        rows[-1].append(im)
+    lines = [hstack_images(row, gap) for row in rows]
+    canvas = Image.new("RGB", (max(line.width for line in lines),
+                               sum(line.height for line in lines) + gap * (len(lines) - 1)),
+                       "white")
+    y = 0
+    for line in lines:
+        canvas.paste(line, (0, y))
+        y += line.height + gap
+    return canvas
+
+
 def hstack_images(images: Sequence[Image.Image], gap: int = 12) -> Image.Image:
     """Pillow images side by side on white, top-aligned."""
     width = sum(im.width for im in images) + gap * (len(images) - 1)
