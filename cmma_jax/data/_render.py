@@ -30,6 +30,15 @@ Every attribute changes pixels that a classifier can see:
 | Rosy_Cheeks | pink blush on both cheeks |
 | Smiling | the mouth curves up at the corners and widens |
 | Wearing_Lipstick | lips red instead of a darker shade of the skin |
+
+Counterfactuals. Since a face is its spec, the same face with one attribute switched and
+everything else unchanged is `render_face(spec.switch_attribute(name))`. The hair colours exclude
+each other as the renderer draws them (`HAIR_COLOURS`: one colour per face, "red" when none of the
+four hair attributes is set), so they switch together: switching a hair colour on turns the
+face's other hair colour off; switching the face's own hair colour off gives the red hair the
+renderer draws when none is set (`FaceSpec.replace_attribute`). `example_spec(seed, s, i)` is
+the spec of example i of split s, and `render_counterfactual_range` renders counterfactuals of a
+range of a split, the unit of work like `render_range`.
 """
 
 from __future__ import annotations
@@ -106,21 +115,40 @@ class FaceSpec:
     nuisance: dict[str, float]
 
     def replace_attribute(self, name: str, value: bool) -> "FaceSpec":
-        """The same face with one attribute set; setting a hair colour clears the others."""
+        """The same face (same nuisance) with one attribute set to `value`.
+
+        The hair colours are exclusive, as the renderer draws them: setting one on clears the
+        others; setting the face's own hair colour off gives red hair (none set); setting off a
+        colour the face does not have changes nothing.
+        """
         if name not in ATTRIBUTE_NAMES:
             raise KeyError(f"Unknown attribute {name!r}; expected one of {ATTRIBUTE_NAMES}.")
         attributes = dict(self.attributes)
         hair = self.hair
-        if name in HAIR_COLOURS:
+        if name in HAIR_COLOURS and (value or hair == name):
             for other in HAIR_COLOURS[:-1]:
                 attributes[other] = False
             hair = name if value else "red"
         attributes[name] = bool(value)
         return FaceSpec(attributes=attributes, hair=hair, nuisance=dict(self.nuisance))
 
+    def switch_attribute(self, name: str) -> "FaceSpec":
+        """The counterfactual face: attribute `name` switched (on -> off, off -> on), every other
+        attribute and all the nuisance unchanged, except the hair colours that switch with it
+        (see `replace_attribute`: a hair colour switched on turns the face's own colour off; the
+        face's hair colour switched off gives red hair)."""
+        if name not in ATTRIBUTE_NAMES:
+            raise KeyError(f"Unknown attribute {name!r}; expected one of {ATTRIBUTE_NAMES}.")
+        return self.replace_attribute(name, not self.attributes[name])
+
     def attribute_vector(self) -> np.ndarray:
         """float32 [A] in {-1, +1}, in `ATTRIBUTE_NAMES` order (CelebA's encoding)."""
         return np.array([1.0 if self.attributes[n] else -1.0 for n in ATTRIBUTE_NAMES], np.float32)
+
+
+# The nuisance parameters that are angles in radians over a whole turn (periodic): a probe of them
+# should read their cosine and sine. ("angle", the head's tilt of +-12 degrees, is not periodic.)
+PERIODIC_NUISANCE = ("bg_angle", "light_angle")
 
 
 def sample_nuisance(rng: np.random.Generator) -> dict[str, float]:
@@ -416,9 +444,14 @@ def example_rng(seed: int, split_index: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, split_index, index])
 
 
+def example_spec(seed: int, split_index: int, index: int) -> FaceSpec:
+    """The spec of one example: what `render_example` draws."""
+    return sample_face(example_rng(seed, split_index, index))
+
+
 def render_example(seed: int, split_index: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [64, 64, 3] image, float32 [A] attributes in {-1, +1}) of one example."""
-    spec = sample_face(example_rng(seed, split_index, index))
+    spec = example_spec(seed, split_index, index)
     return render_face(spec), spec.attribute_vector()
 
 
@@ -433,3 +466,17 @@ def render_range_compressed(args: tuple[int, int, int, int]) -> list[tuple[bytes
     return [
         (zlib.compress(image.tobytes()), attributes) for image, attributes in render_range(args)
     ]
+
+
+def render_counterfactual_range(
+    args: tuple[int, int, int, int, str],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The counterfactuals of examples `start .. stop-1` of a split with one attribute switched
+    (`FaceSpec.switch_attribute`): `(seed, split_index, start, stop, attribute)` -> a list of
+    (uint8 [64, 64, 3] image, float32 [A] attributes in {-1, +1})."""
+    seed, split_index, start, stop, name = args
+    out = []
+    for i in range(start, stop):
+        spec = example_spec(seed, split_index, i).switch_attribute(name)
+        out.append((render_face(spec), spec.attribute_vector()))
+    return out

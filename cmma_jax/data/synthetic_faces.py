@@ -19,6 +19,18 @@ Usage:
 
 Attributes are stored as float32 in {-1, +1} (CelebA's encoding); `cmma_jax.data.pipeline`
 re-encodes them as configured.
+
+Ground truth. Every face is rendered from a `FaceSpec`, so its true counterfactual (the same face
+with one attribute switched, everything else unchanged) can be rendered exactly:
+
+    config = config_from_options(model_config.data.options)     # the variant a model saw
+    spec = example_spec(config, "test", 7)                      # what test record 7 was drawn from
+    image = render_face(spec.switch_attribute("Eyeglasses"))    # the same face, glasses switched
+    images, attributes = render_counterfactuals(config, "test", 0, 100, "Eyeglasses")
+
+The hair colours switch together as the renderer draws them (`_render.FaceSpec.switch_attribute`:
+switching a hair colour on turns the face's own colour off; switching the face's hair colour off
+gives red hair, the colour drawn when no hair attribute is set).
 """
 
 from __future__ import annotations
@@ -31,7 +43,14 @@ import tensorflow_datasets as tfds
 from cmma_jax.data import _parallel
 from cmma_jax.data._builder import LocalBuilder, ZlibTensor
 from cmma_jax.data import _render
-from cmma_jax.data._render import ATTRIBUTE_NAMES, FaceSpec, render_face, sample_face  # noqa: F401
+from cmma_jax.data._render import (  # noqa: F401
+    ATTRIBUTE_NAMES,
+    HAIR_COLOURS,
+    PERIODIC_NUISANCE,
+    FaceSpec,
+    render_face,
+    sample_face,
+)
 from cmma_jax.images import IMAGE_SHAPE
 
 SPLITS = ("train", "validation", "test")
@@ -88,7 +107,57 @@ def render_split(config: SyntheticFacesConfig, split: str, start: int, stop: int
 
     Exactly what the prepared dataset holds at those indices (used by tests and the contact sheet).
     """
-    results = _render.render_range((config.seed, SPLITS.index(split), start, stop))
+    return _stack(_render.render_range((config.seed, SPLITS.index(split), start, stop)))
+
+
+def config_from_options(options) -> SyntheticFacesConfig:
+    """The variant that a config's `data.options` (or `pipeline.load`'s options) prepares.
+
+    None values mean the default and `num_workers` changes nothing rendered; both are ignored.
+
+    Raises:
+        ValueError: for an option this builder does not take (naming the ones it takes).
+    """
+    options = {k: v for k, v in dict(options or {}).items() if v is not None}
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"synthetic_faces does not take the option(s) {unknown}; it takes {list(OPTIONS)}."
+        )
+    options.pop("num_workers", None)
+    return make_config(**{k: int(v) for k, v in options.items()})
+
+
+def _check_range(config: SyntheticFacesConfig, split: str, start: int, stop: int) -> int:
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
+    size = config.split_sizes()[split]
+    if not 0 <= start <= stop <= size:
+        raise IndexError(
+            f"Examples {start}..{stop - 1} are not all in the {split!r} split of "
+            f"synthetic_faces/{config.name}, which has {size}; ask for indices below {size}."
+        )
+    return SPLITS.index(split)
+
+
+def example_spec(config: SyntheticFacesConfig, split: str, index: int) -> FaceSpec:
+    """The `FaceSpec` of example `index` of a split: record `index` of the prepared split is
+    `render_face` of it (its attributes are `spec.attribute_vector()`).
+
+    Raises:
+        IndexError: if the split has no example `index`.
+    """
+    split_index = _check_range(config, split, index, index + 1)
+    return _render.example_spec(config.seed, split_index, index)
+
+
+def split_specs(config: SyntheticFacesConfig, split: str, start: int, stop: int) -> list[FaceSpec]:
+    """The `FaceSpec`s of examples `start..stop-1` of a split (see `example_spec`)."""
+    split_index = _check_range(config, split, start, stop)
+    return [_render.example_spec(config.seed, split_index, i) for i in range(start, stop)]
+
+
+def _stack(results):
     images = (
         np.stack([r[0] for r in results]) if results else np.zeros((0,) + IMAGE_SHAPE, np.uint8)
     )
@@ -98,6 +167,29 @@ def render_split(config: SyntheticFacesConfig, split: str, start: int, stop: int
         else np.zeros((0, len(ATTRIBUTE_NAMES)), np.float32)
     )
     return images, attributes
+
+
+def render_counterfactuals(
+    config: SyntheticFacesConfig, split: str, start: int, stop: int, attribute: str
+):
+    """The true counterfactuals of examples `start..stop-1` of a split: each face with
+    `attribute` switched (`FaceSpec.switch_attribute`), every other attribute (but the hair
+    colours switched with it) and all the nuisance unchanged.
+
+    Returns:
+        Images uint8 [N, 64, 64, 3] and attributes float32 [N, A] in {-1, +1}, in the layout of
+        `render_split`.
+
+    Raises:
+        KeyError: for an attribute that is not one of `ATTRIBUTE_NAMES`.
+        IndexError: for indices outside the split.
+    """
+    if attribute not in ATTRIBUTE_NAMES:
+        raise KeyError(f"Unknown attribute {attribute!r}; expected one of {ATTRIBUTE_NAMES}.")
+    split_index = _check_range(config, split, start, stop)
+    return _stack(
+        _render.render_counterfactual_range((config.seed, split_index, start, stop, attribute))
+    )
 
 
 class SyntheticFaces(LocalBuilder):

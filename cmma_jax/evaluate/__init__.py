@@ -13,6 +13,8 @@ The package, one module per job (each importing only the ones above it in this l
     fidelity   `attribute_fidelity`
     report     `paired_differences`, `markdown_report`, `machine_description`, `json_safe`
     run        `evaluate_workdirs`, `data_config_for`
+    ground_truth  `ground_truth` (synthetic faces: edits against rendered counterfactuals,
+                  probes of each latent layer against the known factors)
 
 Estimators (each a function of a model library that follows the model contract of
 docs/design.md, its parameters and config, and a stream of `Chunk`s of one split, from
