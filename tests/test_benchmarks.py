@@ -29,7 +29,7 @@ def test_train_throughput_records(tmp_path):
     out = tmp_path / "tt.json"
     _run(["benchmarks/train_throughput.py", "--models=cmma", "--presets=tiny",
           "--batch_sizes=4", "--conv_impls=xla,fast_cpu", "--dtypes=float32,bfloat16",
-          "--repeats=1", "--steps_per_repeat=1", "--peak_repeats=2", "--peak_size=512",
+          "--repeats=2", "--steps_per_repeat=1", "--peak_repeats=2", "--peak_size=512",
           f"--out={out}"])
     payload = json.loads(out.read_text())
     assert payload["environment"]["backend"] == "cpu" and payload["complete"]
