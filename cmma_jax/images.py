@@ -146,14 +146,18 @@ def tile_images(images: Sequence[Image.Image], max_width: int = 1200,
         if row and sum(r.width for r in row) + gap * len(row) + im.width > max_width:
             rows.append([])
         rows[-1].append(im)
-    lines = [hstack_images(row, gap) for row in rows]
-    canvas = Image.new("RGB", (max(line.width for line in lines),
-                               sum(line.height for line in lines) + gap * (len(lines) - 1)),
+    return vstack_images([hstack_images(row, gap) for row in rows], gap)
+
+
+def vstack_images(images: Sequence[Image.Image], gap: int = 12) -> Image.Image:
+    """Pillow images one above the other on white, left-aligned."""
+    width = max(im.width for im in images)
+    canvas = Image.new("RGB", (width, sum(im.height for im in images) + gap * (len(images) - 1)),
                        "white")
     y = 0
-    for line in lines:
-        canvas.paste(line, (0, y))
-        y += line.height + gap
+    for im in images:
+        canvas.paste(im, (0, y))
+        y += im.height + gap
     return canvas
 
 

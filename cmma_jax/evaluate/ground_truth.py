@@ -73,7 +73,7 @@ from cmma_jax import classifier as classifier_lib
 from cmma_jax.data import pipeline
 from cmma_jax.data import synthetic_faces
 from cmma_jax.evaluate import report
-from cmma_jax.images import labelled_grid, save_png
+from cmma_jax.images import labelled_grid, save_png, vstack_images
 from cmma_jax.models import MODELS
 from cmma_jax.progress import Progress
 from cmma_jax.workdirs import TrainedModel, load_model, read_workdir
@@ -437,17 +437,6 @@ def _short_labels(models: Sequence[TrainedModel]) -> list[str]:
 # Figures (Pillow)
 
 
-def _vstack(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
-    width = max(im.width for im in images)
-    canvas = Image.new("RGB", (width, sum(im.height for im in images) + gap * (len(images) - 1)),
-                       "white")
-    y = 0
-    for im in images:
-        canvas.paste(im, (0, y))
-        y += im.height + gap
-    return canvas
-
-
 def edit_figure(blocks: Sequence[Mapping[str, Any]]) -> Image.Image:
     """Edits against the truth, one block per attribute stacked vertically: rows "input", "true
     counterfactual", then each model's edit; columns the faces (`[n, 64, 64, 3]` in [0, 1]).
@@ -460,7 +449,7 @@ def edit_figure(blocks: Sequence[Mapping[str, Any]]) -> Image.Image:
                             title=f"switch {b['attribute']}") for b in blocks]
     if not panels:
         raise ValueError("No edit blocks to draw.")
-    return _vstack(panels, gap=12)
+    return vstack_images(panels, gap=12)
 
 
 _VIRIDIS = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)],
@@ -542,7 +531,7 @@ def probe_figure(rows: Sequence[Mapping[str, Any]], factors: Sequence[str],
         values = np.array([[r["scores"][f] if r["scores"][f] is not None else np.nan
                             for f in cols] for r in rows], np.float64)
         panels.append(heatmap(values, labels, cols, low=low, high=1.0, title=title))
-    return _vstack(panels, gap=16)
+    return vstack_images(panels, gap=16)
 
 
 # =============================================================================================
