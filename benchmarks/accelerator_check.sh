@@ -171,7 +171,9 @@ EOF
 finish
 
 # --- tests on the device -------------------------------------------------------------------------
-run_part tests "$CHECK_TESTS_S" 20 "$PY" -m pytest -q -p no:cacheprovider \
+# -o addopts="": the project's addopts ask for pytest-xdist, which the device may not have; these
+# few tests run in one process there.
+run_part tests "$CHECK_TESTS_S" 20 "$PY" -m pytest -q -o addopts="" -p no:cacheprovider \
   --junitxml="$WORK/tests.xml" "${TESTS[@]}"
 
 # --- train step throughput -------------------------------------------------------------------------

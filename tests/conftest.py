@@ -4,11 +4,26 @@ Rank promotion raises, so that a silently broadcast shape is an error in every t
 CPU in float32 unless a test asks for float64 explicitly (`jax.experimental.enable_x64`).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Keep XLA from grabbing every core for its own thread pool on small CI machines; tests are tiny.
 os.environ.setdefault("XLA_FLAGS", "")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# One persistent compilation cache for the session, shared with the subprocesses the tests start
+# (the CLI doors, multihost, the benchmark dry runs): the tests build the same tiny programs again
+# and again, in new jitted closures and new processes, and compiling them was about 40% of the
+# suite's time. The cache is keyed by the program, its options and the JAX version, so a hit runs
+# the same executable. It starts empty (nothing is carried between sessions) and is removed at
+# exit; a JAX_COMPILATION_CACHE_DIR set by the user is used as it is and kept.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE_DIR = tempfile.mkdtemp(prefix="cmma_jax_tests_xla_cache_")
+    atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
 
