@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -168,6 +169,18 @@ def test_attribute_names_without_building(tmp_path):
     assert len(pipeline.attribute_names("celeba", prepared_dir=tmp_path)) == 40
     assert len(pipeline.attribute_names("lfw", prepared_dir=tmp_path)) == 73
     assert os.listdir(tmp_path) == []
+
+
+def test_an_unprepared_builder_leaves_no_temporary_directory(tmp_path, monkeypatch):
+    # tfds looks an unprepared builder up on its bucket, and left an empty directory in the
+    # temporary folder each time.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    for name in ("synthetic_faces", "celeba", "lfw"):
+        builder = pipeline.get_builder(name, prepared_dir=tmp_path / "prepared")
+        assert builder.info.features is not None
+    assert os.listdir(temp) == []
 
 
 def test_default_shard_is_the_jax_process(prepared_dir):

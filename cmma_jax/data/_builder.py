@@ -27,6 +27,16 @@ from cmma_jax.data._images import UnreadableImageError
 FACE_CHUNK = 200  # images per unit of work of a decoding process
 
 
+class DatasetInfo(tfds.core.DatasetInfo):
+    """`tfds.core.DatasetInfo` without the lookup on tfds's bucket, which these datasets are never
+    in: tfds (4.9) calls `initialize_from_bucket` for every builder whose data is not prepared yet,
+    and each call leaves an empty temporary directory behind (one per preparation, thousands
+    in /tmp after a few test sessions). `_info` of every builder here returns this class."""
+
+    def initialize_from_bucket(self) -> None:
+        return None
+
+
 class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """A `GeneratorBasedBuilder` whose code lives in this package.
 

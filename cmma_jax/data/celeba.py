@@ -38,6 +38,7 @@ import tensorflow_datasets as tfds
 
 from cmma_jax.data._builder import (
     BadImages,
+    DatasetInfo,
     LocalBuilder,
     ZlibTensor,
     folder_config_name,
@@ -372,7 +373,7 @@ class CelebA(LocalBuilder):
         super().__init__(config=config, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
+        return DatasetInfo(
             builder=self,
             description="CelebA aligned faces, cropped and resized to 64x64, with 40 attributes.",
             features=tfds.features.FeaturesDict(

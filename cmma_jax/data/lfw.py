@@ -59,6 +59,7 @@ import tensorflow_datasets as tfds
 from cmma_jax.data import _images
 from cmma_jax.data._builder import (
     BadImages,
+    DatasetInfo,
     LocalBuilder,
     ZlibTensor,
     folder_config_name,
@@ -687,7 +688,7 @@ class Lfw(LocalBuilder):
         super().__init__(config=config, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
+        return DatasetInfo(
             builder=self,
             description=(
                 "LFW faces (64x64) with Kumar et al.'s 73 attributes (real-valued scores or +-1)."

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from cmma_jax.data import _parallel
-from cmma_jax.data._builder import LocalBuilder, ZlibTensor
+from cmma_jax.data._builder import DatasetInfo, LocalBuilder, ZlibTensor
 from cmma_jax.data import _render
 from cmma_jax.data._render import (  # noqa: F401
     ATTRIBUTE_NAMES,
@@ -216,7 +216,7 @@ class SyntheticFaces(LocalBuilder):
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
+        return DatasetInfo(
             builder=self,
             description=__doc__.split("\n\n")[0],
             features=tfds.features.FeaturesDict(
