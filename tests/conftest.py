@@ -15,8 +15,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # One persistent compilation cache for the session, shared with the subprocesses the tests start
 # (the CLI doors, multihost, the benchmark dry runs): the tests build the same tiny programs again
-# and again, in new jitted closures and new processes, and compiling them was about 40% of the
-# suite's time. The cache is keyed by the program, its options and the JAX version, so a hit runs
+# and again, in new jitted closures and new processes (on test_workdirs + test_train the cache cut
+# 111 s to 69 s; on the whole suite, 1,095 s to 970 s). The cache is keyed by the program, its options and the JAX version, so a hit runs
 # the same executable. It starts empty (nothing is carried between sessions) and is removed at
 # exit; a JAX_COMPILATION_CACHE_DIR set by the user is used as it is and kept.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
