@@ -17,7 +17,9 @@ It knows nothing about a particular model beyond the model contract (docs/design
   attributes (and reconstructions), their validation bound (`val_elbo`, the learning curve of
   models with a bound), the classifier's validation scores;
 - a stop with an error naming the step and the term when a loss term, a gradient or a parameter
-  becomes non-finite, with the last good checkpoint left untouched.
+  becomes non-finite, with the last good checkpoint left untouched;
+- a preemption notice (SIGTERM, as schedulers and preemptible accelerators send it) ends the
+  step under way, saves a checkpoint of it and raises `Preempted`: the rerun resumes from there.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -56,6 +60,61 @@ NUM_SAMPLE_COLUMNS = 8
 
 class NonFiniteError(FloatingPointError):
     """A loss term, a gradient or a parameter became NaN or infinite."""
+
+
+class Preempted(Exception):
+    """Training stopped on a preemption notice (SIGTERM) after checkpointing its last step.
+
+    Attributes:
+      step: the step of the checkpoint written on the notice.
+    """
+
+    # What the doors in launch/ exit with: a shell's code for a process ended by SIGTERM, so that
+    # schedulers and scripts do not take the stopped run for a finished one.
+    EXIT_CODE = 128 + signal.SIGTERM
+
+    def __init__(self, step: int, directory: str):
+        super().__init__(f"Stopped by a preemption notice (SIGTERM) after step {step}; its "
+                         f"checkpoint is in {directory}. Rerun the same command to resume.")
+        self.step = step
+
+
+class _PreemptionNotice:
+    """Tells the loop, at every step, whether to checkpoint and stop for a preemption notice.
+
+    Several processes: JAX's preemption service (on by default with `jax.distributed`) receives
+    the SIGTERM and agrees with every process on a step that all of them reach, so that all save
+    the same one; Orbax's `CheckpointManager.reached_preemption` asks it, and must be asked at
+    every step. One process: a SIGTERM handler, installed from the main thread until `close`,
+    notes the notice; a second SIGTERM before the checkpoint is written meets the previous
+    handler again (by default the process ends at once). Elsewhere than in the main thread
+    SIGTERM keeps its handler.
+    """
+
+    def __init__(self, manager):
+        self._manager = manager
+        self._received = False
+        self._previous = None
+        self._multi = jax.process_count() > 1
+        if not self._multi and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        del signum, frame
+        self._received = True
+        signal.signal(signal.SIGTERM, self._previous)
+
+    def reached(self, step: int) -> bool:
+        """Whether to checkpoint `step` and stop."""
+        if self._multi:
+            return self._manager.reached_preemption(step)
+        return self._received
+
+    def close(self) -> None:
+        """Gives SIGTERM its previous handler back."""
+        if self._previous is not None and not self._received:
+            signal.signal(signal.SIGTERM, self._previous)
+        self._previous = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +469,7 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
 
     Raises:
       NonFiniteError: when a metric or a parameter becomes non-finite.
+      Preempted: on a preemption notice (SIGTERM), once the step under way is checkpointed.
     """
     training = config.training
     num_steps = int(training.num_steps)
@@ -441,6 +501,7 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
     # steps/s counts the steps alone: time spent writing checkpoints and running hooks is left
     # out (the first interval includes compilation).
     last_log_time, last_log_step, side_seconds = time.perf_counter(), start_step, 0.0
+    notice = _PreemptionNotice(manager)
     try:
         for step in range(start_step, num_steps):
             batch = fns.place_batch(next(train_data.iterator))
@@ -452,8 +513,9 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
                 in_flight.pop(0).block_until_ready()
             done = step + 1
             is_last = done == num_steps
-            log_now = done % log_every == 0 or is_last
-            save_now = done % checkpoint_every == 0 or is_last
+            preempted = notice.reached(done)
+            log_now = done % log_every == 0 or is_last or preempted
+            save_now = done % checkpoint_every == 0 or is_last or preempted
             scalars: dict[str, float] = {}
             if log_now or save_now:
                 # One fetch for every step since the last log: the mean of each term.
@@ -496,7 +558,12 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
                 if is_chief:
                     checkpoints.record_hashes(workdir, [done])
             side_seconds += time.perf_counter() - side_start
+            if preempted and not is_last:
+                logging.warning("Preemption notice (SIGTERM): checkpointed step %d, stopping.",
+                                done)
+                raise Preempted(done, str(manager.directory))
     finally:
+        notice.close()
         manager.wait_until_finished()
         manager.close()
         train_data.close()
@@ -523,6 +590,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> PyTre
         written).
       workdirs.WorkdirLockedError: another run holds the workdir.
       NonFiniteError: when a metric or a parameter becomes non-finite.
+      Preempted: on a preemption notice (SIGTERM), once the step under way is checkpointed.
     """
     config = presets.resolve_config(config)
     validate_config(config)

@@ -99,7 +99,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax and tfds log every file at INFO
-    from cmma_jax import evaluate, figures, reproduce
+    from cmma_jax import evaluate, figures, reproduce, train
 
     extra = {}
     if FLAGS.parzen_sigmas:
@@ -121,7 +121,12 @@ def main(argv):
             parzen_samples=FLAGS.parzen_samples, show_progress=FLAGS.progress, **extra),
         figures=figures.FigureSettings(figures=tuple(FLAGS.figures)))
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
-    reproduce.reproduce(settings, FLAGS.workdir, stages=tuple(FLAGS.stages), command=command)
+    try:
+        reproduce.reproduce(settings, FLAGS.workdir, stages=tuple(FLAGS.stages),
+                            command=command)
+    except train.Preempted as e:  # SIGTERM during a training: its last step is checkpointed
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(train.Preempted.EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from cmma_jax import classifier
+from cmma_jax import classifier, train
 from cmma_jax.configs import unknown_overrides
 
 FLAGS = flags.FLAGS
@@ -56,7 +56,11 @@ def main(argv):
     workdir = FLAGS.workdir or os.path.join("workdirs", f"classifier_{config.data.name}")
     print(f"Training the attribute classifier on {config.data.name}; outputs in {workdir}",
           flush=True)
-    scores = classifier.train_classifier(config, workdir)
+    try:
+        scores = classifier.train_classifier(config, workdir)
+    except train.Preempted as e:  # SIGTERM: the last step is checkpointed
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(train.Preempted.EXIT_CODE)
     print(f"Done at step {scores['step']}: validation accuracy {scores['mean_accuracy']:.3f}, "
           f"AUC {scores['mean_auc']:.3f} (mean over attributes); checkpoint in {workdir}",
           flush=True)

@@ -1,4 +1,5 @@
-"""`launch/train.py` end to end, as a user runs it: outputs, resuming, and a hard kill."""
+"""`launch/train.py` end to end, as a user runs it: outputs, resuming, a hard kill and a
+preemption notice (SIGTERM)."""
 
 import json
 import os
@@ -94,6 +95,33 @@ def test_cli_killed_mid_run_and_restarted_ends_like_an_uninterrupted_run(cli_run
     assert step == ref_step == 8
     for a, b in zip(params, ref_params, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_cli_on_sigterm_checkpoints_its_step_and_exits_143(tiny_data_dir, tmp_path):
+    """A scheduler's preemption notice: the run saves the step under way (there is no regular
+    checkpoint to fall back on) and exits with SIGTERM's shell code, not 0."""
+    cmd = _command(tmp_path, tiny_data_dir, "--config.training.num_steps=1000000",
+                   "--config.training.checkpoint_every=1000000")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(), cwd=REPO)
+    deadline = time.time() + 240
+    try:
+        metrics = tmp_path / "metrics.jsonl"
+        while not (metrics.exists() and metrics.read_text().strip()):  # step 2 is logged
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.time() < deadline, "no metrics within the time limit"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Rerun the same command to resume" in stderr
+    saved = [int(s) for s in os.listdir(tmp_path / "checkpoints")]
+    assert len(saved) == 1 and saved[0] >= 2, saved
+    assert _final_params(tmp_path)[1] == saved[0]
 
 
 def _final_params_at(workdir, step):

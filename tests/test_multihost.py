@@ -28,23 +28,23 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _command(workdir, data_dir, process_id, port, checkpoint_every):
+def _command(workdir, data_dir, process_id, port, checkpoint_every, num_steps=STEPS):
     options = [f"--config.data.options.{k}={v}" for k, v in TINY_DATA_OPTIONS.items()]
     return [sys.executable, str(REPO / "launch" / "train.py"), "--model", "cmma", "--preset=tiny",
             f"--workdir={workdir}", f"--prepared_dir={data_dir}", *options,
-            "--config.training.batch_size=8", f"--config.training.num_steps={STEPS}",
+            "--config.training.batch_size=8", f"--config.training.num_steps={num_steps}",
             f"--config.training.checkpoint_every={checkpoint_every}",
             "--config.training.log_every=2", f"--coordinator_address=127.0.0.1:{port}",
             "--num_processes=2", f"--process_id={process_id}", "--initialization_timeout=120",
             "--heartbeat_timeout_seconds=15"]
 
 
-def _start_both(workdir, data_dir, checkpoint_every):
+def _start_both(workdir, data_dir, checkpoint_every, num_steps=STEPS):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     port = _free_port()
     logs = [open(pathlib.Path(workdir).parent / f"{pathlib.Path(workdir).name}_p{i}.log", "w")
             for i in range(2)]
-    procs = [subprocess.Popen(_command(workdir, data_dir, i, port, checkpoint_every),
+    procs = [subprocess.Popen(_command(workdir, data_dir, i, port, checkpoint_every, num_steps),
                               stdout=logs[i], stderr=subprocess.STDOUT, env=env, cwd=REPO)
              for i in range(2)]
     return procs, logs
@@ -122,3 +122,27 @@ def test_a_killed_process_stops_the_other_and_both_resume(one_process, tiny_data
         log.close()
     assert codes == [0, 0], (tmp_path / "killed_p0.log").read_text()[-3000:]
     _assert_close(_params(workdir), one_process)
+
+
+def test_sigterm_to_one_process_checkpoints_one_step_for_both_and_both_exit_143(
+        tiny_data_dir, tmp_path):
+    """A preemption notice reaches one host: JAX's preemption service agrees a step with the
+    other, both save it (one checkpoint, no regular one to fall back on) and both exit with
+    SIGTERM's shell code."""
+    workdir = tmp_path / "preempted"
+    procs, logs = _start_both(workdir, tiny_data_dir, checkpoint_every=1000000,
+                              num_steps=1000000)
+    deadline = time.time() + 300
+    metrics = workdir / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().strip()):
+        assert all(p.poll() is None for p in procs), "a process ended before the notice"
+        assert time.time() < deadline, "no metrics in time"
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    codes = _wait(procs, timeout=200)
+    for log in logs:
+        log.close()
+    assert codes == [128 + signal.SIGTERM] * 2, (tmp_path / "preempted_p0.log").read_text()[-3000:]
+    saved = [int(s) for s in os.listdir(workdir / "checkpoints")]
+    assert len(saved) == 1 and saved[0] >= 2, saved
+    assert _params(workdir)[0] == saved[0]

@@ -1,5 +1,5 @@
 """Tests of the generic trainer (cmma_jax.train) on the tiny preset and a small synthetic dataset:
-outputs, exact resumption, the compile guard, non-finite stops and config errors."""
+outputs, exact resumption, preemption, the compile guard, non-finite stops and config errors."""
 
 import json
 import os
@@ -119,6 +119,39 @@ def test_stopping_and_resuming_gives_the_same_parameters(straight_run, tiny_data
     _assert_same_params(resumed, straight, rtol=1e-6, atol=1e-7)
     steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))]
     assert steps[-2:] == [6, 8]
+
+
+def test_a_preemption_notice_checkpoints_the_step_under_way_and_the_rerun_ends_the_same(
+        straight_run, tiny_data_dir, tmp_path, monkeypatch):
+    """SIGTERM arrives during step 5's hooks: step 6, off the checkpoint grid, is saved, the run
+    raises `Preempted`, SIGTERM's handler is given back, and the rerun resumes from step 6 to
+    the same parameters as a run never stopped."""
+    import signal
+
+    _, straight = straight_run
+    original_call = train.SampleWriter.__call__
+
+    def call_then_preempt(self, state, step):
+        original_call(self, state, step)
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train.SampleWriter, "__call__", call_then_preempt)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    config = tiny_config(tiny_data_dir, sample_every=5)
+    with pytest.raises(train.Preempted, match=r"after step 6.*Rerun the same command") as info:
+        train.train_and_evaluate(config, str(tmp_path))
+    assert info.value.step == 6
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+    assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == ["4", "6"]
+    steps = [json.loads(l)["step"] for l in open(tmp_path / "metrics.jsonl")]
+    assert steps[-1] == 6
+
+    monkeypatch.setattr(train.SampleWriter, "__call__", original_call)
+    resumed = train.train_and_evaluate(config, str(tmp_path))
+    assert int(resumed.step) == 8
+    _assert_same_params(resumed, straight, rtol=1e-6, atol=1e-7)
+    assert signal.getsignal(signal.SIGTERM) is handler_before
 
 
 def test_the_step_is_traced_once(tiny_data_dir, tmp_path, monkeypatch):
