@@ -16,14 +16,22 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent compilation cache for the session, shared with the subprocesses the tests start
 # (the CLI doors, multihost, the benchmark dry runs): the tests build the same tiny programs again
 # and again, in new jitted closures and new processes (on test_workdirs + test_train the cache cut
-# 111 s to 69 s; on the whole suite, 1,095 s to 970 s). The cache is keyed by the program, its options and the JAX version, so a hit runs
-# the same executable. It starts empty (nothing is carried between sessions) and is removed at
-# exit; a JAX_COMPILATION_CACHE_DIR set by the user is used as it is and kept.
+# 111 s to 69 s; on the whole suite, 1,095 s to 970 s). The cache is keyed by the program, its
+# options and the JAX version, so a hit runs the same executable. It starts empty (nothing is
+# carried between sessions) and is removed at exit; a JAX_COMPILATION_CACHE_DIR set by the user
+# is used as it is and kept.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _CACHE_DIR = tempfile.mkdtemp(prefix="cmma_jax_tests_xla_cache_")
     atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+# The data builders remember folder digests (cmma_jax.data._builder.cache_dir): in a session
+# folder, not the user's ~/.cache, and shared with the subprocesses.
+if "CMMA_JAX_CACHE_DIR" not in os.environ:
+    _DIGESTS_DIR = tempfile.mkdtemp(prefix="cmma_jax_tests_cache_")
+    atexit.register(shutil.rmtree, _DIGESTS_DIR, ignore_errors=True)
+    os.environ["CMMA_JAX_CACHE_DIR"] = _DIGESTS_DIR
 
 import jax  # noqa: E402
 

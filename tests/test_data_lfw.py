@@ -6,6 +6,7 @@ header line; a tab-separated line `#, person, imagenum, <73 names>`; one tab-sep
 image: name, image number, 73 scores).
 """
 
+import json
 import os
 import pathlib
 import warnings
@@ -667,14 +668,59 @@ def test_a_replaced_image_is_prepared_afresh(tmp_path):
     assert lfw.make_config(crop_root).name != name
 
 
+def test_new_modification_times_alone_keep_the_name_and_the_prepared_copy(tmp_path):
+    """The same files touched (a copy without -p, a folder mounted afresh each session): the
+    content fingerprint is read again, gives the same name, and nothing is prepared again."""
+    root, *_ = write_person_fixture(tmp_path / "src")
+    first = build(root, tmp_path / "out", num_train=6, num_validation=2)
+    prepared = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())
+    for path in [p for p in root.rglob("*") if p.is_file()]:
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 86_400 * 10**9))
+    second = build(root, tmp_path / "out", num_train=6, num_validation=2)
+    assert second.builder_config.name == first.builder_config.name
+    assert second.data_dir == first.data_dir
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == prepared
+    # An edited attribute file (same size, same modification time) still gives another name.
+    attribute_file = root / "lfw_attributes.txt"
+    stat = attribute_file.stat()
+    text = attribute_file.read_text()
+    last = text[-2]  # the last digit of the last score
+    attribute_file.write_text(text[:-2] + ("1" if last != "1" else "2") + "\n")
+    os.utime(attribute_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert attribute_file.stat().st_size == stat.st_size
+    assert lfw.make_config(root).name != first.builder_config.name
+
+
+def test_the_content_digest_is_remembered_and_a_bad_record_is_no_error(tmp_path, monkeypatch):
+    from cmma_jax.data import _builder  # pylint: disable=g-import-not-at-top
+
+    root, *_ = write_person_fixture(tmp_path / "src")
+    image_dir = str(root / "lfw-deepfunneled")
+    monkeypatch.setenv("CMMA_JAX_CACHE_DIR", str(tmp_path / "cache"))
+    digest = _builder.image_content_fingerprint(image_dir)
+    record = tmp_path / "cache" / "folder_digests.json"
+    known = json.loads(record.read_text())
+    assert list(known.values()) == [digest]
+    # The record is what a second call reads (no image is read): a planted value comes back.
+    record.write_text(json.dumps({k: "planted" for k in known}))
+    assert _builder.image_content_fingerprint(image_dir) == "planted"
+    # A damaged record, or a cache folder that cannot be made: the digest is computed.
+    record.write_text("{not json")
+    assert _builder.image_content_fingerprint(image_dir) == digest
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("CMMA_JAX_CACHE_DIR", str(tmp_path / "a_file" / "cache"))
+    assert _builder.image_content_fingerprint(image_dir) == digest
+
+
 @pytest.mark.skipif(not (REAL / "lfw-deepfunneled").is_dir(), reason=f"{REAL} absent")
-def test_the_image_fingerprint_of_13233_jpegs_is_fast():
+def test_the_image_fingerprint_of_13233_jpegs_is_fast_once_read():
     import time  # pylint: disable=g-import-not-at-top
 
     from cmma_jax.data import _builder  # pylint: disable=g-import-not-at-top
 
     image_dir = lfw.find_layout(REAL, "lfw-deepfunneled").image_dir
-    _builder.image_files_fingerprint(image_dir)  # warm the cache
+    _builder.image_content_fingerprint(image_dir)  # reads the images once, or finds the record
     start = time.perf_counter()
-    _builder.image_files_fingerprint(image_dir)
+    _builder.image_content_fingerprint(image_dir)
     assert time.perf_counter() - start < 1.5

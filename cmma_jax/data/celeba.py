@@ -308,9 +308,9 @@ def make_config(
 ) -> CelebAConfig:
     """The config for a folder: named after the folder and a fingerprint of its files.
 
-    A changed attribute or partition file, a replaced image (the fingerprint covers the size and
-    modification time of every file in the image folder) or a different folder gets a new name,
-    so it is prepared afresh rather than read stale from the cache.
+    A changed attribute or partition file, a replaced image (the fingerprint covers the bytes of
+    every file in the image folder) or a different folder gets a new name, so it is prepared
+    afresh rather than read stale from the cache; new modification times alone do not.
     """
     if max_bad_images < 0:
         raise ValueError(f"max_bad_images must be >= 0, got {max_bad_images}.")

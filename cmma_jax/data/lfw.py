@@ -600,8 +600,8 @@ def make_config(
     source_dir = os.path.abspath(os.path.expanduser(os.fspath(source_dir)))
     # The fingerprint covers the layout found now, so that a folder given another layout later
     # is prepared afresh.
-    # It also covers the size and modification time of every image of that layout, so that a
-    # replaced image is prepared afresh too.
+    # It also covers the bytes of every image of that layout, so that a replaced image is
+    # prepared afresh too (and new modification times alone are not).
     try:
         found_layout = find_layout(source_dir, layout)
         found, image_dir = found_layout.name, found_layout.image_dir
