@@ -24,6 +24,7 @@ It knows nothing about a particular model beyond the model contract (docs/design
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -77,6 +78,17 @@ class Preempted(Exception):
         super().__init__(f"Stopped by a preemption notice (SIGTERM) after step {step}; its "
                          f"checkpoint is in {directory}. Rerun the same command to resume.")
         self.step = step
+
+
+@contextlib.contextmanager
+def exit_on_preemption():
+    """For the doors in launch/: a `Preempted` inside becomes its message on stderr and the exit
+    code `Preempted.EXIT_CODE` (the last step is already checkpointed)."""
+    try:
+        yield
+    except Preempted as e:
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(Preempted.EXIT_CODE)
 
 
 class _PreemptionNotice:

@@ -121,12 +121,9 @@ def main(argv):
             parzen_samples=FLAGS.parzen_samples, show_progress=FLAGS.progress, **extra),
         figures=figures.FigureSettings(figures=tuple(FLAGS.figures)))
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
-    try:
+    with train.exit_on_preemption():  # SIGTERM in a training: its last step is checkpointed
         reproduce.reproduce(settings, FLAGS.workdir, stages=tuple(FLAGS.stages),
                             command=command)
-    except train.Preempted as e:  # SIGTERM during a training: its last step is checkpointed
-        print(e, file=sys.stderr, flush=True)
-        sys.exit(train.Preempted.EXIT_CODE)
 
 
 if __name__ == "__main__":

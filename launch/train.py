@@ -110,11 +110,8 @@ def main(argv):
     workdir = FLAGS.workdir or os.path.join("workdirs", f"{FLAGS.model}_{config.data.name}")
     logging.info("Training %s on %s in %s", FLAGS.model, config.data.name, workdir)
     print(f"Training {FLAGS.model} on {config.data.name}; outputs in {workdir}", flush=True)
-    try:
+    with train.exit_on_preemption():  # SIGTERM: the last step is checkpointed, exit 143
         train.train_and_evaluate(config, workdir)
-    except train.Preempted as e:  # SIGTERM: the last step is checkpointed
-        print(e, file=sys.stderr, flush=True)
-        sys.exit(train.Preempted.EXIT_CODE)
     print(f"Done: checkpoints, metrics.jsonl and samples/ are in {workdir}", flush=True)
 
 

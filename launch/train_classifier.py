@@ -56,11 +56,8 @@ def main(argv):
     workdir = FLAGS.workdir or os.path.join("workdirs", f"classifier_{config.data.name}")
     print(f"Training the attribute classifier on {config.data.name}; outputs in {workdir}",
           flush=True)
-    try:
+    with train.exit_on_preemption():  # SIGTERM: the last step is checkpointed, exit 143
         scores = classifier.train_classifier(config, workdir)
-    except train.Preempted as e:  # SIGTERM: the last step is checkpointed
-        print(e, file=sys.stderr, flush=True)
-        sys.exit(train.Preempted.EXIT_CODE)
     print(f"Done at step {scores['step']}: validation accuracy {scores['mean_accuracy']:.3f}, "
           f"AUC {scores['mean_auc']:.3f} (mean over attributes); checkpoint in {workdir}",
           flush=True)

@@ -226,16 +226,10 @@ class BadImages:
             )
 
 
-def _stat_lines(files) -> str:
-    """One line per file: name, size and modification time (the folder's `stat` state)."""
-    return "\n".join(f"{name}:{size}:{mtime}" if path is not None else f"{name}:absent"
-                     for name, path, size, mtime in files)
-
-
 def _scan_files(image_dir: str) -> list[tuple[str, str | None, int | None, int | None]]:
     """(name relative to `image_dir`, path, size, mtime_ns) of every file under it, sorted by
-    name; a file that cannot be `stat`ed has None for its path, size and time; [("absent", ...)]
-    or [("not_a_folder", ...)] when `image_dir` is not a folder."""
+    name; a file that cannot be `stat`ed has None for its path, size and time. Raises
+    FileNotFoundError or NotADirectoryError when `image_dir` is not a folder."""
     files: list[tuple[str, str | None, int | None, int | None]] = []
 
     def scan(path: str, prefix: str) -> None:
@@ -252,12 +246,7 @@ def _scan_files(image_dir: str) -> list[tuple[str, str | None, int | None, int |
                     continue
                 files.append((name, entry.path, st.st_size, st.st_mtime_ns))
 
-    try:
-        scan(image_dir, "")
-    except FileNotFoundError:
-        return [("absent", None, None, None)]
-    except NotADirectoryError:
-        return [("not_a_folder", None, None, None)]
+    scan(image_dir, "")
     files.sort(key=lambda f: f[0])
     return files
 
@@ -288,11 +277,15 @@ def image_content_fingerprint(image_dir: str) -> str:
     cannot be read or written, the digest is computed every time; nothing fails. "absent" or
     "not_a_folder" when `image_dir` is not a folder.
     """
-    files = _scan_files(image_dir)
-    if files and files[0][0] in ("absent", "not_a_folder"):
-        return files[0][0]
-    key = hashlib.sha1(
-        (os.path.abspath(image_dir) + "\n" + _stat_lines(files)).encode()).hexdigest()
+    try:
+        files = _scan_files(image_dir)
+    except FileNotFoundError:
+        return "absent"
+    except NotADirectoryError:
+        return "not_a_folder"
+    state = [os.path.abspath(image_dir)] + [f"{name}:{size}:{mtime}"
+                                            for name, _, size, mtime in files]
+    key = hashlib.sha1("\n".join(state).encode()).hexdigest()
     record = os.path.join(cache_dir(), "folder_digests.json")
     try:
         with open(record) as f:
@@ -306,15 +299,17 @@ def image_content_fingerprint(image_dir: str) -> str:
     digest = hashlib.sha1()
     for name, path, _, _ in files:
         digest.update(name.encode() + b"\0")
-        try:
-            if path is None:
-                raise OSError
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
+        data = None
+        if path is not None:  # None: the file could not be stat'ed
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                pass
+        if data is None:
             digest.update(b"unreadable\0")
-            continue
-        digest.update(len(data).to_bytes(8, "little") + data)
+        else:
+            digest.update(len(data).to_bytes(8, "little") + data)
     result = digest.hexdigest()
     known.pop(key, None)
     known[key] = result
