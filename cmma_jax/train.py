@@ -44,6 +44,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from cmma_jax import checkpoints, data, images, parallel, presets, workdirs
+from cmma_jax.convergence import Convergence
+from cmma_jax import convergence as convergence_lib
 from cmma_jax.data import resident
 from cmma_jax.data.reading import SplitReader
 from cmma_jax.models import MODELS
@@ -157,6 +159,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                                      "checkpoint_every", "keep_checkpoints"))
     parallel.check_batch_size(int(config.training.batch_size))
     resident.parse_setting(config.data.get("device_resident"))
+    check_convergence_rule(config)
+
+
+def check_convergence_rule(config: ml_collections.ConfigDict) -> None:
+    """The convergence rule (`training.stop_patience`, `cmma_jax.convergence`) needs a validation
+    metric to watch: the validation bound, which only models with a bound report, on
+    `num_eval` > 0 faces."""
+    rule = Convergence.from_config(config.training)  # checks patience, margin and interval
+    if rule is None:
+        return
+    if rule.metric != "val_elbo" and not rule.metric.startswith("val_"):
+        raise ValueError(f"training.stop_metric must be a validation metric (val_...), got "
+                         f"{rule.metric!r}.")
+    name = config.model.name
+    if "bound" not in MODELS[name].capabilities(config):
+        raise ValueError(
+            f"The {name!r} model has no validation bound for the convergence rule "
+            "(training.stop_patience) to watch; train it for a fixed budget "
+            "(--config.training.num_steps) and leave stop_patience unset.")
+    if not int(config.training.get("num_eval") or 0) > 0:
+        raise ValueError("The convergence rule (training.stop_patience) needs the validation "
+                         "bound: set training.num_eval > 0.")
 
 
 def load_data(config, split: str, *, batch_size: int, shard: bool = True) -> data.Loaded:
@@ -454,10 +478,32 @@ def _forget_metrics_after(workdir: str, step: int) -> None:
         os.replace(path + ".tmp", path)
 
 
+def _agree(*flags: bool) -> tuple[bool, ...]:
+    """Process 0's `flags` on every process (decisions that only process 0 can take, from the
+    metrics that only it computes); the flags themselves with one process."""
+    if jax.process_count() == 1:
+        return tuple(bool(f) for f in flags)
+    agreed = multihost_utils.broadcast_one_to_all(np.asarray(flags, np.int32))
+    return tuple(bool(f) for f in np.asarray(agreed))
+
+
+def _save_best(workdir: str, step: int, state: PyTree) -> None:
+    """Saves `state` as the best checkpoint (`convergence.best_workdir`, one kept), hashed."""
+    best = convergence_lib.best_workdir(workdir)
+    manager = checkpoints.manager(best, 1)
+    try:
+        checkpoints.save(manager, step, state)
+        manager.wait_until_finished()
+    finally:
+        manager.close()
+    if jax.process_index() == 0:
+        checkpoints.record_hashes(best, [step])
+
+
 def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: Callable[..., Any],
         train_data: data.Loaded, train_key: jax.Array, hooks: Sequence[Hook] = (),
         progress_label: str = "train", progress_metrics: Sequence[str] = ("loss",),
-        progress_stream=None, mesh=None) -> PyTree:
+        progress_stream=None, mesh=None, convergence: Convergence | None = None) -> PyTree:
     """Restores or initialises a state and trains it to `config.training.num_steps`.
 
     The loop of every training run in the project (the generative models and the attribute
@@ -475,6 +521,9 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
       hooks: `Hook`s run every so many steps.
       progress_label, progress_metrics, progress_stream: the progress display (process 0).
       mesh: the device mesh (default: every device).
+      convergence: the convergence rule (`cmma_jax.convergence`), or None to train `num_steps`.
+        A hook must report its metric every `convergence.every` steps on process 0. Its state is
+        replayed from `metrics.jsonl`; a run it has already stopped trains nothing.
 
     Returns:
       The final state (one copy).
@@ -504,6 +553,18 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
         state = fns.place_state(state)
     if is_chief:
         _forget_metrics_after(workdir, start_step)
+    epoch_of = lambda step: step * global_batch / max(int(train_data.num_examples), 1)  # noqa: E731
+    if convergence is not None:
+        if is_chief:
+            convergence_lib.forget_best_after(workdir, start_step)
+            convergence.replay(convergence_lib.read_metrics(workdir))
+        (already,) = _agree(convergence.converged)
+        if already:
+            logging.info("%s already stopped by the convergence rule (best step %s); nothing to "
+                         "train.", workdir, convergence.best_step)
+            manager.close()
+            train_data.close()
+            return fns.unplace_state(state)
 
     writer = MetricWriter(workdir, enabled=is_chief)
     progress = Progress(progress_label, num_steps, initial=start_step, unit="step", interval=0.0,
@@ -553,6 +614,29 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
             if is_chief:
                 for hook in due:
                     scalars.update(hook(fns.unplace_state(state), done) or {})
+            stopped = None
+            if convergence is not None and (done % convergence.every == 0 or is_last):
+                improved = stop = False
+                if is_chief:
+                    if convergence.metric not in scalars:
+                        raise ValueError(
+                            f"The convergence rule watches {convergence.metric!r}, which no "
+                            f"hook reported at step {done}; set training.stop_metric to a "
+                            "validation metric of this model, or unset training.stop_patience.")
+                    improved = convergence.observe(done, scalars[convergence.metric])
+                    stop = convergence.converged
+                improved, stop = _agree(improved, stop)
+                if improved:
+                    _save_best(workdir, done, fns.unplace_state(state))
+                if stop or is_last:
+                    save_now = True
+                    stopped = convergence.record(
+                        convergence_lib.CONVERGED if stop else convergence_lib.BUDGET, done,
+                        epoch_of(done))
+                    if is_chief:
+                        scalars.update(epoch=epoch_of(done), converged=float(stop),
+                                       best_step=float(convergence.best_step),
+                                       **{f"best_{convergence.metric}": convergence.best})
             if scalars:
                 writer.write(done, scalars)
                 progress.update(done, **{k: scalars[k] for k in progress_metrics
@@ -570,6 +654,16 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
                 if is_chief:
                     checkpoints.record_hashes(workdir, [done])
             side_seconds += time.perf_counter() - side_start
+            if stopped is not None:
+                if is_chief:
+                    convergence_lib.write_stopped(workdir, stopped)
+                if stopped["rule"] == convergence_lib.CONVERGED:
+                    logging.info("Converged at step %d (epoch %.2f): %s has not improved by more "
+                                 "than %g in %d evaluations; the best, %.2f, is step %d.",
+                                 done, stopped["epoch"], convergence.metric,
+                                 convergence.min_delta, convergence.patience, convergence.best,
+                                 convergence.best_step)
+                    break
             if preempted and not is_last:
                 logging.warning("Preemption notice (SIGTERM): checkpointed step %d, stopping.",
                                 done)
@@ -667,4 +761,5 @@ def _train(config, workdir: str, model_lib) -> PyTree:
                init_state=lambda: model_lib.init_state(init_key, config, example),
                train_step=model_lib.train_step, train_data=train_data, train_key=train_key,
                hooks=hooks, progress_metrics=model_lib.PROGRESS_METRICS,
-               progress_stream=sys.stdout)
+               progress_stream=sys.stdout,
+               convergence=Convergence.from_config(config.training))

@@ -7,6 +7,8 @@ A workdir written by the trainer (`cmma_jax.train`) or the classifier (`cmma_jax
     checkpoints/       Orbax checkpoints (`cmma_jax.checkpoints`)
     metrics.jsonl      one JSON object per logged step
     samples/           sample grids (generative models)
+    best/, stopped.json  with the convergence rule (`cmma_jax.convergence`): the best checkpoint,
+                       and which rule stopped the run, when
 
 `read_workdir` reads the records without touching a checkpoint; `load_model` and `load_trained`
 restore parameters with a template from `jax.eval_shape` of the model's `init_state`, so loading
@@ -28,7 +30,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cmma_jax import checkpoints
+from cmma_jax import checkpoints, convergence
 from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.models import MODELS
 
@@ -42,7 +44,8 @@ LOCK_FILE = ".lock"
 RESUMABLE_FIELDS = frozenset({
     "training.num_steps", "training.log_every", "training.sample_every",
     "training.checkpoint_every", "training.keep_checkpoints", "training.eval_every",
-    "training.num_eval", "training.parallelism",
+    "training.num_eval", "training.parallelism", "training.stop_patience",
+    "training.stop_min_delta",
     "data.data_dir", "data.prepared_dir", "data.worker_count", "data.options.num_workers",
     "model.conv_impl",
 })
@@ -61,6 +64,10 @@ class WorkdirLockedError(RuntimeError):
 # them in, so that an older workdir still resumes and loads.
 ADDED_FIELDS: tuple[tuple[tuple[str, ...], str, Any], ...] = (
     (("cvae",), "model.condition_decoder", True),
+    (("cmma", "cvae", "cgan", "vlae"), "model.decoder_variance", "pixel"),
+    (("cmma", "cvae", "cgan", "vlae"), "training.stop_patience", None),
+    (("cmma", "cvae", "cgan", "vlae"), "training.stop_min_delta", 0.0),
+    (("cmma", "cvae", "cgan", "vlae"), "training.stop_metric", "val_elbo"),
 )
 
 
@@ -246,22 +253,34 @@ def _model_lib(config, workdir: str):
     return MODELS[name]
 
 
-def _restore(workdir: str, step: int | None):
+def checkpoint_home(workdir: str, step: int | None = None, best: bool = True) -> str:
+    """The workdir whose `checkpoints/` a loader reads: `<workdir>/best` (the best checkpoint of
+    the convergence rule, `cmma_jax.convergence`) when `best`, no `step` is asked for and the
+    workdir has one; else `workdir` itself (its latest checkpoint, or `step`)."""
+    home = convergence.best_workdir(workdir)
+    if best and step is None and checkpoints.latest_step(home) is not None:
+        return home
+    return workdir
+
+
+def _restore(workdir: str, step: int | None, best: bool = True):
     config, names = read_workdir(workdir)
     model_lib = _model_lib(config, workdir)
     example = example_batch(int(config.training.batch_size), len(names))
     abstract = jax.eval_shape(lambda k: model_lib.init_state(k, config, example),
                               jax.random.key(0))
-    state, step = checkpoints.restore_state(workdir, abstract, step)
+    state, step = checkpoints.restore_state(checkpoint_home(workdir, step, best), abstract, step)
     return config, names, model_lib, state, step
 
 
-def load_trained(workdir: str, step: int | None = None):
+def load_trained(workdir: str, step: int | None = None, *, best: bool = True):
     """A trained model from a workdir: its config, attribute names and train state.
 
     Args:
       workdir: a workdir written by `cmma_jax.train.train_and_evaluate`.
-      step: the checkpoint to load (default: the latest).
+      step: the checkpoint to load (default: the best one kept by the convergence rule when the
+        workdir has one, else the latest).
+      best: False to load the latest checkpoint even when there is a best one.
 
     Returns:
       `(config, attribute_names, state)`; `state.params` feeds the model's functions
@@ -271,17 +290,19 @@ def load_trained(workdir: str, step: int | None = None):
     Raises:
       FileNotFoundError: if the workdir has no config.json or no checkpoint.
     """
-    config, names, _, state, _ = _restore(workdir, step)
+    config, names, _, state, _ = _restore(workdir, step, best)
     return config, names, state
 
 
-def load_model(workdir: str, step: int | None = None) -> TrainedModel:
-    """A trained model from its workdir as a `TrainedModel` (parameters on the host).
+def load_model(workdir: str, step: int | None = None, *, best: bool = True) -> TrainedModel:
+    """A trained model from its workdir as a `TrainedModel` (parameters on the host): the best
+    checkpoint of the convergence rule when there is one (unless `best=False` or a `step` is
+    given), else the latest (`load_trained`).
 
     Raises:
       FileNotFoundError: if `workdir` is not a training workdir or has no checkpoint.
     """
-    config, names, model_lib, state, step = _restore(workdir, step)
+    config, names, model_lib, state, step = _restore(workdir, step, best)
     return TrainedModel(workdir=workdir, name=config.model.name, model_lib=model_lib,
                         config=config, attribute_names=tuple(names),
                         params=jax.device_get(state.params), step=int(step))

@@ -32,6 +32,7 @@ LAYERS = {
     "cmma_jax.models": 3,
     "cmma_jax.checkpoints": 4,
     "cmma_jax.workdirs": 4,
+    "cmma_jax.convergence": 4,
     "cmma_jax.train": 5,
     "cmma_jax.classifier": 5,
     "cmma_jax.evaluate": 6,

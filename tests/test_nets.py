@@ -266,3 +266,30 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
     for out in (mean, log_var, image_mean, image_log_var):
         assert out.dtype == jnp.float32
         assert bool(jnp.all(jnp.isfinite(out)))
+
+
+@pytest.mark.parametrize("variance,size", [("channel", 3), ("shared", 1)])
+def test_decoder_variance_shared_over_pixels(variance, size):
+    """"channel"/"shared": the mean head is the paper's; the log-variance is one learnt value per
+    colour channel (or one in all), the same at every pixel of every face, soft-clipped like the
+    head's; nothing of the per-pixel head is built."""
+    heads = nets.ImageHeads(log_var=True, log_var_range=(-10.0, 4.0), variance=variance)
+    h = _normal(2, 60, 60, 5)
+    abstract = _abstract_params(heads, h)
+    assert _shapes(abstract) == {"mean": {"kernel": (5, 5, 5, 3), "bias": (3,)},
+                                 "log_var": {"bias": (size,)}}
+    raw = np.array([-1.0, 0.5, -12.0][:size], np.float32)
+    p = {"mean": {"kernel": _normal(5, 5, 5, 3), "bias": _normal(3)}, "log_var": {"bias": raw}}
+    mean, log_var = jax.jit(heads.apply)({"params": p}, h)
+    expected_mean = jax.nn.sigmoid(nets.conv2d(h, p["mean"]["kernel"], p["mean"]["bias"], 4))
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
+    assert log_var.shape == (2, 64, 64, 3)
+    expected = np.broadcast_to(np.asarray(nets.soft_clip(
+        jnp.asarray(raw + nets.networks.SHARED_LOG_VAR_INIT), -10.0, 4.0)),
+                               (2, 64, 64, 3))
+    np.testing.assert_allclose(log_var, expected, rtol=1e-6)
+
+
+def test_decoder_variance_unknown_is_refused():
+    with pytest.raises(ValueError, match="decoder_variance"):
+        _abstract_params(nets.ImageHeads(variance="per_face"), _normal(1, 60, 60, 2))

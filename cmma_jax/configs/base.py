@@ -24,6 +24,7 @@ Sections:
     (None = from the data).
   training: batch_size, num_steps, seed, log_every, sample_every, checkpoint_every,
     keep_checkpoints, eval_every and num_eval (the validation bound in metrics.jsonl),
+    stop_patience, stop_min_delta and stop_metric (the convergence rule, `cmma_jax.convergence`),
     parallelism ("mesh" or "pmap").
   optimizer: adam's learning_rate, b1, b2, eps, grad_clip_norm (None = no clipping), warmup_steps.
 """
@@ -97,6 +98,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.model.decoder_log_var_range = (-10.0, 4.0)
     # The same for the latent log-variances (h_σ, f_σ); None = linear heads, as in the paper.
     config.model.latent_log_var_range = config_dict.placeholder(tuple)
+    # What the decoder's pixel variance depends on (cmma_jax.nets.DECODER_VARIANCES): "pixel",
+    # the paper's per-pixel log-variance head; "channel", one learnt log-variance per colour
+    # channel; "shared", one for the whole image. All three are Gaussian densities, so bounds in
+    # nats stay comparable. (The CGAN's generator has no variance and ignores it.)
+    config.model.decoder_variance = "pixel"
 
     config.data = data_config()
 
@@ -114,6 +120,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     # (None: every sample_every steps).
     config.training.eval_every = config_dict.placeholder(int)
     config.training.num_eval = 1000
+    # The convergence rule (cmma_jax.convergence): stop once stop_metric (the validation bound,
+    # higher is better) has not improved by more than stop_min_delta nats in stop_patience
+    # evaluations in a row, and keep the best checkpoint in <workdir>/best (what evaluation and
+    # figures load). None = off: train num_steps, as the paper does. num_steps stays the budget.
+    config.training.stop_patience = config_dict.placeholder(int)
+    config.training.stop_min_delta = 0.0
+    config.training.stop_metric = "val_elbo"
     config.training.parallelism = "mesh"
 
     config.optimizer = ml_collections.ConfigDict()

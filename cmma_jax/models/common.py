@@ -184,12 +184,14 @@ def network_options(config) -> dict[str, Any]:
     return {"conv_impl": config.model.get("conv_impl", "auto"), "dtype": model_dtype(config)}
 
 
-def log_var_ranges(config) -> dict[str, Optional[tuple[float, float]]]:
-    """The soft-clip ranges of a config (`model.decoder_log_var_range`,
-    `model.latent_log_var_range`), as the keyword arguments of the models that have both."""
+def log_var_ranges(config) -> dict[str, Any]:
+    """The variance options of a config, as the keyword arguments of the models with a Gaussian
+    decoder: the soft-clip ranges (`model.decoder_log_var_range`, `model.latent_log_var_range`)
+    and what the pixel variance depends on (`model.decoder_variance`, "pixel" when unset)."""
     m = config.model
     return {"decoder_log_var_range": optional_range(m.get("decoder_log_var_range", None)),
-            "latent_log_var_range": optional_range(m.get("latent_log_var_range", None))}
+            "latent_log_var_range": optional_range(m.get("latent_log_var_range", None)),
+            "decoder_variance": m.get("decoder_variance", None) or "pixel"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ class GaussianLatentModel(nn.Module):
       feed_attributes: feed y to the encoder h (q(z | x, y) rather than q(z | x)).
       decoder_log_var_range: optional soft-clip range of the pixel log-variance (None = linear).
       latent_log_var_range: optional soft-clip range of the latent log-variances (None = linear).
+      decoder_variance: what the pixel variance depends on (`nets.DECODER_VARIANCES`; "pixel",
+        the paper's per-pixel head).
       conv_impl: convolution implementation (`nets.Conv`).
       dtype: computation dtype; parameters are float32.
     """
@@ -75,6 +77,7 @@ class GaussianLatentModel(nn.Module):
     feed_attributes: bool = False
     decoder_log_var_range: Optional[tuple[float, float]] = None
     latent_log_var_range: Optional[tuple[float, float]] = None
+    decoder_variance: str = "pixel"
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
 
@@ -83,7 +86,8 @@ class GaussianLatentModel(nn.Module):
             self.features, self.latent_dim, self.feed_attributes, self.latent_log_var_range,
             self.conv_impl, self.dtype)
         self.decoder = nets.ImageDecoder(  # g
-            self.features, True, self.decoder_log_var_range, self.conv_impl, self.dtype)
+            self.features, True, self.decoder_log_var_range, self.conv_impl, self.dtype,
+            variance=self.decoder_variance)
 
     def encode(self, x: Array, y: Array) -> tuple[Array, Array]:
         """q(z | x, y): (h_μ, h_σ), each `[B, J]` float32 (y is used only with feed_attributes)."""

@@ -118,6 +118,7 @@ class VLAE(nn.Module):
       conditional: feed the attributes to the decoder (with the top latent).
       decoder_log_var_range: optional soft-clip range of the pixel log-variance (None = linear).
       latent_log_var_range: optional soft-clip range of the posterior log-variances.
+      decoder_variance: what the pixel variance depends on (`nets.DECODER_VARIANCES`).
       conv_impl: convolution implementation (`nets.Conv`).
       dtype: computation dtype; parameters are float32.
     """
@@ -130,6 +131,7 @@ class VLAE(nn.Module):
     conditional: bool = True
     decoder_log_var_range: Optional[tuple[float, float]] = None
     latent_log_var_range: Optional[tuple[float, float]] = None
+    decoder_variance: str = "pixel"
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
 
@@ -139,7 +141,7 @@ class VLAE(nn.Module):
             self.latent_log_var_range, self.conv_impl, self.dtype)
         self.decoder = nets.LadderDecoder(
             self.features, self.hidden, self.inject_features, self.decoder_log_var_range,
-            self.conv_impl, self.dtype)
+            self.conv_impl, self.dtype, variance=self.decoder_variance)
 
     def encode(self, x: Array, y: Optional[Array] = None) -> LadderPosterior:
         """q(z_l | x) for every layer (y unused)."""

@@ -12,7 +12,8 @@ are the presets' `PRESETS`, `SIZE_FIELDS` and `resolve_sizes` (defined in `cmma_
 from cmma_jax.nets.layers import (CONV_IMPLS, Conv, ConvParams, GaussianHeads, compute_dtype,
                                   concat_attributes, conv2d, dense, flatten, max_pool_2x2,
                                   resolve_conv_impl, soft_clip, upsample_nearest_2x)
-from cmma_jax.nets.networks import (ENCODER_KERNELS, ENCODER_SPATIAL, IMAGE_CHANNELS,
+from cmma_jax.nets.networks import (DECODER_VARIANCES, ENCODER_KERNELS, ENCODER_SPATIAL,
+                                    IMAGE_CHANNELS,
                                     NUM_LADDER_LAYERS, AttributeMLP, ConvTrunk, Discriminator,
                                     ImageDecoder, ImageEncoder, ImageHeads, LadderDecoder,
                                     LadderEncoder)
@@ -22,6 +23,6 @@ __all__ = [
     "PRESETS", "SIZE_FIELDS", "resolve_sizes", "compute_dtype", "max_pool_2x2",
     "upsample_nearest_2x", "soft_clip", "CONV_IMPLS", "resolve_conv_impl", "conv2d", "ConvParams",
     "Conv", "dense", "flatten", "concat_attributes", "GaussianHeads", "AttributeMLP", "ConvTrunk",
-    "ENCODER_KERNELS", "ENCODER_SPATIAL", "IMAGE_CHANNELS", "ImageEncoder", "ImageHeads",
+    "ENCODER_KERNELS", "ENCODER_SPATIAL", "IMAGE_CHANNELS", "DECODER_VARIANCES", "ImageEncoder", "ImageHeads",
     "ImageDecoder", "Discriminator", "LadderEncoder", "LadderDecoder", "NUM_LADDER_LAYERS",
 ]

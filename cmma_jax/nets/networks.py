@@ -41,6 +41,13 @@ def _encoder_spatial(size: int) -> tuple[int, int, int]:
 ENCODER_SPATIAL = _encoder_spatial(IMAGE_SHAPE[0])
 IMAGE_CHANNELS = IMAGE_SHAPE[-1]
 
+# What the decoder's pixel variance depends on (`ImageHeads.variance`): "pixel", a convolutional
+# head that gives every pixel of every face its own log-variance (the paper, section 4.1);
+# "channel", one learnt log-variance per colour channel, shared by every pixel and every face;
+# "shared", one learnt log-variance for the whole image. Each is a proper Gaussian density, so the
+# bounds stay comparable in nats.
+DECODER_VARIANCES = ("pixel", "channel", "shared")
+
 
 # ---------------------------------------------------------------------------------------------
 # f: the attribute MLP
@@ -145,6 +152,25 @@ class ImageEncoder(nn.Module):
 # g: the decoder
 
 
+# Where a log-variance shared over the pixels starts: σ = e^-2 ≈ 0.135, the size of a blurred
+# reconstruction's error on faces in [0, 1]. Adam moves one scalar by at most about the learning
+# rate per step, so a start at 0 (σ = 1) would spend ~13,000 steps at 3e-4 getting there, with
+# the likelihood weighed too lightly against the KL meanwhile (seen: KL of 6-10 nats).
+SHARED_LOG_VAR_INIT = -4.0
+
+
+class _SharedLogVar(nn.Module):
+    """A learnt log-variance of `size` values: `SHARED_LOG_VAR_INIT` + a parameter "bias" that
+    starts at zero (as every bias of `cmma_jax.models.common.init_params`)."""
+
+    size: int
+
+    @nn.compact
+    def __call__(self) -> Array:
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.size,), jnp.float32)
+        return SHARED_LOG_VAR_INIT + bias
+
+
 class ImageHeads(nn.Module):
     """The decoder's output layer: parallel full 5x5 convolutions from `[B, 60, 60, c1]` to
     `[B, 64, 64, 3]`. The mean goes through a sigmoid; the log-variance is linear (or soft-clipped
@@ -156,6 +182,10 @@ class ImageHeads(nn.Module):
       conv_impl, dtype: as elsewhere.
       upsample: the input is `[B, 30, 30, c1]`, upsampled 2x nearest-neighbour first (fused into
         the convolution on the fast CPU path; `Conv.upsample`).
+      variance: one of `DECODER_VARIANCES`: "pixel" (the paper: the log-variance head), or a
+        learnt log-variance per "channel" or "shared" by the whole image, a parameter
+        "log_var/bias" of shape [3] or [1]; the log-variance is `SHARED_LOG_VAR_INIT` + it
+        (soft-clipped like the head's output).
     """
 
     log_var: bool = True
@@ -163,10 +193,15 @@ class ImageHeads(nn.Module):
     conv_impl: str = "xla"
     dtype: Dtype = jnp.float32
     upsample: bool = False
+    variance: str = "pixel"
 
     @nn.compact
     def __call__(self, h: Array) -> tuple[Array, Optional[Array]]:
-        names = ("mean", "log_var") if self.log_var else ("mean",)
+        if self.variance not in DECODER_VARIANCES:
+            raise ValueError(f"Unknown decoder variance {self.variance!r}; choose one of "
+                             f"{DECODER_VARIANCES} (model.decoder_variance).")
+        per_pixel = self.log_var and self.variance == "pixel"
+        names = ("mean", "log_var") if per_pixel else ("mean",)
         k = ENCODER_KERNELS[0]
         params = [ConvParams(IMAGE_CHANNELS, k, name=name)(h.shape[-1]) for name in names]
         # The parallel heads run as ONE convolution with their kernels concatenated along the
@@ -180,7 +215,11 @@ class ImageHeads(nn.Module):
         mean = jax.nn.sigmoid(out[..., :IMAGE_CHANNELS])
         if not self.log_var:
             return mean, None
-        log_var = out[..., IMAGE_CHANNELS:]
+        if per_pixel:
+            log_var = out[..., IMAGE_CHANNELS:]
+        else:
+            size = IMAGE_CHANNELS if self.variance == "channel" else 1
+            log_var = jnp.broadcast_to(_SharedLogVar(size, name="log_var")(), mean.shape)
         if self.log_var_range is not None:
             log_var = soft_clip(log_var, *self.log_var_range)
         return mean, log_var
@@ -211,6 +250,7 @@ class ImageDecoder(nn.Module):
       log_var: build the log-variance head (False for a GAN generator, which returns the mean only).
       log_var_range: optional (low, high) soft-clip of the pixel log-variance; None = linear.
       conv_impl, dtype: as elsewhere.
+      variance: what the pixel variance depends on (`DECODER_VARIANCES`; "pixel" in the paper).
     """
 
     features: Sequence[int]
@@ -218,6 +258,7 @@ class ImageDecoder(nn.Module):
     log_var_range: Optional[tuple[float, float]] = None
     conv_impl: str = "xla"
     dtype: Dtype = jnp.float32
+    variance: str = "pixel"
 
     @nn.compact
     def __call__(self, z: Array, y: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
@@ -238,8 +279,8 @@ def _mirror_convolutions(module: nn.Module, h: Array, log_var: bool,
         [10, 10, .] -full conv4, c2-> 13 -ReLU-> up 26 -full conv5, c1-> 30 -ReLU-> up 60
             -> heads (full conv5, c1 -> 3) -> 64
 
-    Called from the `nn.compact` method of `module` (its `features`, `log_var_range`, `conv_impl`
-    and `dtype`), whose scope holds the layers "conv3", "conv2" and "heads". `inject(stage, h)`
+    Called from the `nn.compact` method of `module` (its `features`, `log_var_range`, `conv_impl`,
+    `dtype` and `variance`), whose scope holds the layers "conv3", "conv2" and "heads". `inject(stage, h)`
     may add features to the input of the layer mirroring encoder stage `stage` (2, 1, 0).
     """
     c1, c2, _ = module.features
@@ -250,7 +291,7 @@ def _mirror_convolutions(module: nn.Module, h: Array, log_var: bool,
     h = nn.relu(Conv(c1, k2, k2 - 1, impl, upsample=True, dtype=dtype, name="conv2")(inject(1, h)))
     # 2x upsample (30 -> 60), then the heads (60 -> 64)
     return ImageHeads(log_var, module.log_var_range, impl, dtype, upsample=True,
-                      name="heads")(inject(0, h))
+                      variance=module.variance, name="heads")(inject(0, h))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,6 +404,7 @@ class LadderDecoder(nn.Module):
       inject_features: channels of each injected latent map.
       log_var_range: optional soft-clip range of the pixel log-variance (None = linear).
       conv_impl, dtype: as elsewhere.
+      variance: what the pixel variance depends on (`DECODER_VARIANCES`).
     """
 
     features: Sequence[int]
@@ -371,6 +413,7 @@ class LadderDecoder(nn.Module):
     log_var_range: Optional[tuple[float, float]] = None
     conv_impl: str = "xla"
     dtype: Dtype = jnp.float32
+    variance: str = "pixel"
 
     @nn.compact
     def __call__(self, latents: Sequence[Array], y: Optional[Array] = None) -> tuple[Array, Array]:
@@ -397,7 +440,7 @@ class LadderDecoder(nn.Module):
 
 
 __all__ = [
-    "ENCODER_KERNELS", "ENCODER_SPATIAL", "IMAGE_CHANNELS", "AttributeMLP", "ConvTrunk",
+    "ENCODER_KERNELS", "ENCODER_SPATIAL", "IMAGE_CHANNELS", "DECODER_VARIANCES", "AttributeMLP", "ConvTrunk",
     "ImageEncoder", "ImageHeads", "ImageDecoder", "Discriminator", "NUM_LADDER_LAYERS",
     "LadderEncoder", "LadderDecoder",
 ]
