@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from cmma_jax import data
+from cmma_jax.data import exclusions
 from cmma_jax.data.reading import SplitReader
 from cmma_jax.images import labelled_grid, save_png, tile_images
 from cmma_jax.workdirs import load_model, read_workdir
@@ -116,7 +117,8 @@ def on_off_values(raw_attributes: np.ndarray, encoding: str) -> tuple[np.ndarray
 
 def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
                           rows: Sequence[str], columns: Sequence[str], encoding: str,
-                          base: str = "mode", dataset: str = "the dataset"
+                          base: str = "mode", dataset: str = "the dataset",
+                          excluded: np.ndarray | None = None
                           ) -> tuple[np.ndarray, list[str], list[str]]:
     """The attribute vectors of Figure 4: rows set two attributes on/off, columns switch one more
     attribute on at a time.
@@ -128,7 +130,9 @@ def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
         faces if there are none): a typical face of that row;
       "zeros": every other attribute absent;
       "mean": the mean encoded value among the faces with the row's two values.
-    Column 0 is the row as it is ("no change"); column c sets `columns[c-1]` to present.
+    Column 0 is the row as it is ("no change"); column c sets `columns[c-1]` to present and the
+    attributes it excludes (`data.exclusions`: No_Eyewear for +Eyeglasses) to absent, so that
+    every cell is an attribute vector the data has.
 
     Args:
       raw_attributes: `[N, A]` raw attributes of the faces the base is computed from.
@@ -138,6 +142,7 @@ def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
       encoding: the model's attribute encoding.
       base: "mode", "zeros" or "mean".
       dataset: named in error messages.
+      excluded: `[A, A]` exclusions (default: `data.exclusions.exclusions(raw_attributes)`).
 
     Returns:
       `(attributes [4, 1 + len(columns), A], row_labels, column_labels)`.
@@ -150,6 +155,7 @@ def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
     cols = attribute_indices(columns, names, dataset)
     raw = np.asarray(raw_attributes, np.float32)
     on, off = on_off_values(raw, encoding)
+    excluded = exclusions.exclusions(raw) if excluded is None else excluded
     present = raw > 0
     grid, row_labels = [], []
     for v1, v2 in ((False, True), (False, False), (True, True), (True, False)):
@@ -166,9 +172,7 @@ def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
         row[r2] = on[r2] if v2 else off[r2]
         cells = [row]
         for c in cols:
-            switched = row.copy()
-            switched[c] = on[c]
-            cells.append(switched)
+            cells.append(exclusions.switch_on(row, c, excluded, on, off))
         grid.append(np.stack(cells))
         row_labels.append(f"{'' if v1 else 'not '}{rows[0]}, {'' if v2 else 'not '}{rows[1]}")
     col_labels = ["no change"] + [f"+{c}" for c in columns]
@@ -176,12 +180,17 @@ def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
 
 
 def toggled_attributes(raw_attributes: np.ndarray, index: int, encoding: str,
-                       on: np.ndarray, off: np.ndarray) -> np.ndarray:
+                       on: np.ndarray, off: np.ndarray,
+                       excluded: np.ndarray | None = None) -> np.ndarray:
     """Each face's attributes (in `encoding`) with attribute `index` switched: present -> absent,
-    absent -> present. `[n, A]`."""
+    absent -> present, and then what it excludes absent (`data.exclusions.switch_on`; none when
+    `excluded` is None). `[n, A]`."""
     raw = np.asarray(raw_attributes, np.float32)
     out = data.encode_attributes(raw, encoding).copy()
-    out[:, index] = np.where(raw[:, index] > 0, off[index], on[index])
+    has = raw[:, index] > 0
+    if excluded is not None:
+        out[~has] = exclusions.switch_on(out[~has], index, excluded, on, off)
+    out[:, index] = np.where(has, off[index], on[index])
     return out
 
 
@@ -243,10 +252,13 @@ def edit_figure(models, images: np.ndarray, raw_attributes: np.ndarray, names: S
       names: the attribute names.
       edits: the attributes to switch.
       face_labels: n column labels.
-      on_off_from: `[N, A]` raw attributes the on/off values come from (default: the faces').
+      on_off_from: `[N, A]` raw attributes the on/off values and the exclusions
+        (`data.exclusions`: switching Eyeglasses on switches No_Eyewear off) come from (default:
+        the faces').
     """
     idx = attribute_indices(edits, names, dataset)
     raw = np.asarray(raw_attributes, np.float32)
+    excluded = exclusions.exclusions(raw if on_off_from is None else on_off_from)
     panels = []
     for m in _models_with(models, "edit"):
         on, off = on_off_values(raw if on_off_from is None else on_off_from, m.encoding)
@@ -255,8 +267,8 @@ def edit_figure(models, images: np.ndarray, raw_attributes: np.ndarray, names: S
         rows = [np.asarray(images), np.asarray(edit(m.params, images, y, y))]
         labels = ["original", "no change"]
         for i, name in zip(idx, edits):
-            rows.append(np.asarray(edit(m.params, images, y,
-                                        toggled_attributes(raw, i, m.encoding, on, off))))
+            rows.append(np.asarray(edit(m.params, images, y, toggled_attributes(
+                raw, i, m.encoding, on, off, excluded))))
             labels.append(f"switch {name}")
         panels.append(labelled_grid(np.stack(rows), labels, list(face_labels), title=m.label))
     if not panels:

@@ -21,10 +21,12 @@ Layout of `workdir`:
     report.md, report.json      the report
 
 Resuming. Run again after a kill, the same call skips what is finished and continues what is not:
-a training workdir whose latest checkpoint is at its `num_steps` is finished (read from the
-checkpoint folder, no parameters loaded), otherwise the trainer resumes it from its checkpoint; an
+a training workdir whose latest checkpoint is at its `num_steps`, or that the convergence rule
+stopped (`stopped.json`, `cmma_jax.convergence`), is finished (read from the checkpoint folder, no
+parameters loaded), otherwise the trainer resumes it from its checkpoint; an
 evaluation is finished when its results.json scores the models' latest checkpoints with the same
-settings and is newer than them; figures likewise (their figures.json). What is trained must
+settings and is newer than them (the best checkpoint, where the convergence rule kept one);
+figures likewise (their figures.json). What is trained must
 match the first run: a rerun whose dataset, preset, data options, config overrides or classifier
 settings differ from `reproduce.json` is refused with an error naming the fields, and a training
 workdir whose config.json differs from the config it would get is refused too. Seeds and models
@@ -52,7 +54,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from cmma_jax import checkpoints, classifier, configs, evaluate, figures, presets, train, workdirs
+from cmma_jax import (checkpoints, classifier, configs, convergence, data, evaluate, figures,
+                      presets, train, workdirs)
 from cmma_jax.evaluate import EvalSettings
 from cmma_jax.figures import FigureSettings
 from cmma_jax.images import IMAGE_SHAPE
@@ -108,6 +111,11 @@ class ReproduceSettings:
       data_options: the dataset builder's options (`data.options`), e.g. {"num_train": 2000}.
       evaluation: `EvalSettings` (its classifier_workdir, data_dir and prepared_dir are set here).
       figures: `FigureSettings` (its data_dir and prepared_dir are set here).
+      max_epochs: the training budget in epochs of the training split (None: the preset's or
+        the override's `training.num_steps`): num_steps = ceil(max_epochs · faces / batch).
+        With the convergence rule (`training.stop_patience` among the overrides) the models with
+        a bound stop earlier when their validation bound stops improving; the others (CGAN,
+        MMD-VLAE) have no bound to watch and train the whole budget.
     """
 
     dataset: str = "synthetic_faces"
@@ -122,6 +130,7 @@ class ReproduceSettings:
     data_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     evaluation: EvalSettings = dataclasses.field(default_factory=EvalSettings)
     figures: FigureSettings = dataclasses.field(default_factory=FigureSettings)
+    max_epochs: float | None = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -136,6 +145,9 @@ class ReproduceSettings:
             raise ValueError(f"models must be distinct names of {sorted(MODELS)}; got "
                              f"{list(self.models)}.")
         set_("models", tuple(sorted(models, key=lambda m: m != "cmma")))  # stable: cmma first
+        if self.max_epochs is not None and not (math.isfinite(float(self.max_epochs))
+                                                and float(self.max_epochs) > 0):
+            raise ValueError(f"max_epochs must be a positive number, got {self.max_epochs}.")
         if self.classifier_steps is not None and int(self.classifier_steps) < 1:
             raise ValueError(f"classifier_steps must be positive, got {self.classifier_steps}.")
         for name in ("overrides", "classifier_overrides", "data_options"):
@@ -203,7 +215,26 @@ def model_config(settings: ReproduceSettings, model: str, seed: int) -> ml_colle
     _data_fields(config, settings)
     config.training.seed = int(seed)
     apply_overrides(config, settings.overrides, skip_missing=True)
-    return presets.resolve_config(config)
+    if config.training.get("stop_patience") and "bound" not in MODELS[model].capabilities(config):
+        config.training.stop_patience = None  # nothing to watch: the budget alone (max_epochs)
+    config = presets.resolve_config(config)
+    if settings.max_epochs is not None:
+        num_train = _num_train(config.data)
+        config.training.num_steps = math.ceil(
+            float(settings.max_epochs) * num_train / int(config.training.batch_size))
+    return config
+
+
+def _num_train(data_config) -> int:
+    """The training split's size (the dataset is prepared if it is not yet)."""
+    key = json.dumps(data_config.to_dict(), sort_keys=True, default=str)
+    if key not in _NUM_TRAIN:
+        builder = data.prepare_from_config(data_config)
+        _NUM_TRAIN[key] = int(builder.info.splits["train"].num_examples)
+    return _NUM_TRAIN[key]
+
+
+_NUM_TRAIN: dict[str, int] = {}
 
 
 def classifier_config(settings: ReproduceSettings) -> ml_collections.ConfigDict:
@@ -250,12 +281,26 @@ def figures_dir(workdir: str, seed: int) -> str:
 
 
 def training_finished(workdir: str, num_steps: int) -> bool:
-    """Whether the workdir's latest checkpoint is at `num_steps`."""
-    return checkpoints.latest_step(workdir) == int(num_steps)
+    """Whether the workdir's latest checkpoint is at `num_steps`, or the convergence rule stopped
+    the run at its latest checkpoint."""
+    latest = checkpoints.latest_step(workdir)
+    if latest == int(num_steps):
+        return True
+    stopped = convergence.read_stopped(workdir)
+    return bool(stopped and stopped["rule"] == convergence.CONVERGED
+                and stopped["step"] == latest)
+
+
+def loaded_step(workdir: str) -> int | None:
+    """The step that evaluation and figures load from a training workdir: the best checkpoint's
+    where the convergence rule kept one, else the latest (`workdirs.checkpoint_home`)."""
+    return checkpoints.latest_step(workdirs.checkpoint_home(workdir))
 
 
 def _checkpoint_mtime(workdir: str) -> float:
-    """When the latest checkpoint was written (the newest file in its folder); 0 without one."""
+    """When the checkpoint that loaders read was written (the newest file in its folder: the
+    best checkpoint where the convergence rule kept one, else the latest); 0 without one."""
+    workdir = workdirs.checkpoint_home(workdir)
     step = checkpoints.latest_step(workdir)
     if step is None:
         return 0.0
@@ -441,7 +486,7 @@ def evaluation_finished(output_dir: str, paths: Sequence[str], models: Sequence[
         return "not evaluated yet"
     if [m["model"] for m in results["models"]] != list(models):
         return "the models changed"
-    if [m["step"] for m in results["models"]] != [checkpoints.latest_step(p) for p in paths]:
+    if [m["step"] for m in results["models"]] != [loaded_step(p) for p in paths]:
         return "the models were trained further"
     if _comparable(results["settings"]) != _comparable(eval_settings.to_dict()):
         return "the evaluation settings changed"
@@ -485,7 +530,7 @@ def _figure_settings(settings) -> FigureSettings:
 def _figures_record(paths, figure_settings) -> dict[str, Any]:
     return {"settings": _comparable(dataclasses.asdict(figure_settings)),
             "workdirs": [os.path.basename(os.path.normpath(p)) for p in paths],
-            "steps": [checkpoints.latest_step(p) for p in paths]}
+            "steps": [loaded_step(p) for p in paths]}
 
 
 def _figures_stage(workdir, settings, timings) -> None:
@@ -859,7 +904,7 @@ def reproduce(settings: ReproduceSettings, workdir: str, *, stages: Sequence[str
 
 __all__ = [
     "STAGES", "DEFAULT_MODELS", "ReproduceSettings", "reproduce", "model_config",
-    "classifier_config", "apply_overrides", "training_finished",
+    "classifier_config", "apply_overrides", "training_finished", "loaded_step",
     "evaluation_finished", "settings_differences", "mean_stderr",
     "model_numbers", "seed_differences", "summarize_seeds", "markdown",
 ]

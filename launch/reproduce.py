@@ -4,6 +4,8 @@ r"""The CMMA paper's whole protocol: flags -> one call to `cmma_jax.reproduce.re
         --seeds 0,1,2 --workdir ~/cmma_runs/lfw_small
     python launch/reproduce.py ... --preset paper      # the paper's networks and 500 epochs
     python launch/reproduce.py ... --stages evaluate,figures,report   # while trainings run
+    python launch/reproduce.py ... --stop_patience 5 --stop_min_delta 20 --max_epochs 100
+                                         # until converged, at most 100 epochs
 
 Trains the models of every seed (`<workdir>/seed_<s>/<model>/`) and one attribute classifier
 (`<workdir>/classifier/`), evaluates each seed's models (`<workdir>/evaluation/seed_<s>/`: bound
@@ -38,6 +40,15 @@ flags.DEFINE_list("models", ["cmma", "cvae", "cgan", "vlae"], "Models (cmma is p
                   "paired differences are cmma minus each other model).")
 flags.DEFINE_integer("num_steps", None, "Training steps of every model (default: the preset's; "
                      "paper: 78,000 = 500 epochs of 10,000 faces at batch 64).")
+flags.DEFINE_float("max_epochs", None, "The training budget in epochs of the training split "
+                   "(overrides --num_steps): e.g. 100 with --stop_patience, 'until converged, at "
+                   "most 100 epochs'.")
+flags.DEFINE_integer("stop_patience", None, "The convergence rule: stop a model with a bound "
+                     "(CMMA, CVAE) once its validation bound has not improved by more than "
+                     "--stop_min_delta nats in this many evaluations (every "
+                     "training.eval_every steps); its best checkpoint is evaluated. The CGAN "
+                     "and the MMD-VLAE train the whole budget. Unset: train the budget.")
+flags.DEFINE_float("stop_min_delta", 0.0, "The convergence rule's margin in nats.")
 flags.DEFINE_string("override", "", "More config overrides of every model, field=value, "
                     "comma-separated (e.g. training.batch_size=32,"
                     "model.encoder_features=(8,16,16)).")
@@ -107,6 +118,9 @@ def main(argv):
     overrides = _pairs(FLAGS.override, "override")
     if FLAGS.num_steps:
         overrides["training.num_steps"] = FLAGS.num_steps
+    if FLAGS.stop_patience:
+        overrides["training.stop_patience"] = FLAGS.stop_patience
+        overrides["training.stop_min_delta"] = FLAGS.stop_min_delta
     settings = reproduce.ReproduceSettings(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir,
         preset=FLAGS.preset, seeds=tuple(int(s) for s in FLAGS.seeds),
@@ -119,7 +133,8 @@ def main(argv):
             parzen_num_test=FLAGS.parzen_num_test or None,
             parzen_num_validation=FLAGS.parzen_num_validation or None,
             parzen_samples=FLAGS.parzen_samples, show_progress=FLAGS.progress, **extra),
-        figures=figures.FigureSettings(figures=tuple(FLAGS.figures)))
+        figures=figures.FigureSettings(figures=tuple(FLAGS.figures)),
+        max_epochs=FLAGS.max_epochs)
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
     with train.exit_on_preemption():  # SIGTERM in a training: its last step is checkpointed
         reproduce.reproduce(settings, FLAGS.workdir, stages=tuple(FLAGS.stages),

@@ -135,3 +135,56 @@ def test_a_typo_in_an_attribute_fails_before_any_model_is_loaded(drawn, tmp_path
         figures.generate_figures([workdirs["cmma"]], str(tmp_path), settings)
     with pytest.raises(ValueError, match="Unknown figure"):
         figures.FigureSettings(figures=("samples",))
+
+
+def test_exclusions_are_read_off_the_data_and_switching_on_clears_them():
+    from cmma_jax.data import exclusions
+
+    # 40 faces: (No_Eyewear, Eyeglasses, Male, Smiling, Rare). Glasses and no eyewear never
+    # meet; Male and Smiling are independent; Rare is on one face, too rare to judge.
+    rng = np.random.default_rng(0)
+    glasses = np.arange(40) < 16
+    male, smiling = rng.random(40) < 0.5, rng.random(40) < 0.5
+    rare = np.arange(40) == 39
+    raw = np.where(np.stack([~glasses, glasses, male, smiling, rare], 1), 1.0, -1.0)
+    # Independence would put no-eyewear and glasses together on 24 · 16 / 40 = 9.6 faces, below
+    # MIN_EXPECTED = 10: too few faces to judge. Twice the faces (19.2 expected): excluded.
+    assert exclusions.MIN_EXPECTED == 10.0 and not exclusions.exclusions(raw).any()
+    expected = np.zeros((5, 5), bool)
+    expected[0, 1] = expected[1, 0] = True
+    raw2 = np.concatenate([raw, raw])
+    np.testing.assert_array_equal(exclusions.exclusions(raw2), expected)
+    # A pair seen together on 2 of 32 faces with glasses (6%) is not excluded.
+    raw3 = raw2.copy()
+    raw3[:2, 0] = 1.0
+    assert not exclusions.exclusions(raw3)[1, 0]
+    # Switching Eyeglasses on clears No_Eyewear; the others stay; off -> on values of the encoding.
+    on, off = np.ones(5, np.float32), np.zeros(5, np.float32)
+    row = np.array([1, 0, 1, 0, 0], np.float32)
+    np.testing.assert_array_equal(exclusions.switch_on(row, 1, expected, on, off),
+                                  [0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(row, [1, 0, 1, 0, 0])  # not changed in place
+    with pytest.raises(ValueError, match=r"\[N, A\]"):
+        exclusions.exclusions(np.ones(3))
+
+
+def test_figure_columns_and_edits_switch_the_excluded_attributes_off():
+    from cmma_jax.data import exclusions
+
+    # (Male, Pale_Skin, Eyeglasses, Big_Nose), with Big_Nose standing for "No_Eyewear": it is
+    # absent on every face with glasses and present on every face without, over 80 faces.
+    glasses = np.arange(80) % 3 == 0
+    male = np.arange(80) % 2 == 0
+    pale = np.arange(80) % 5 < 2
+    raw = np.where(np.stack([male, pale, glasses, ~glasses], 1), 1.0, -1.0)
+    attrs, _, cols = figures.attribute_grid_inputs(raw, NAMES, ("Male", "Pale_Skin"),
+                                                   ("Eyeglasses",), "binary")
+    np.testing.assert_array_equal(attrs[:, 0, 2:], [[0, 1]] * 4)   # a typical row: no glasses
+    np.testing.assert_array_equal(attrs[:, 1, 2:], [[1, 0]] * 4)   # +Eyeglasses: and not "none"
+    on, off = figures.on_off_values(raw, "binary")
+    excluded = exclusions.exclusions(raw)
+    toggled = figures.toggled_attributes(raw[:3], 2, "binary", on, off, excluded)
+    # Face 0 loses its glasses (nothing else changes: LFW's groups are not exhaustive, a face
+    # may have none of them); faces 1 and 2 get glasses and lose "no eyewear".
+    np.testing.assert_array_equal(toggled[:, 2:], [[0, 0], [1, 0], [1, 0]])
+    np.testing.assert_array_equal(toggled[:, :2], raw[:3, :2] > 0)

@@ -265,3 +265,32 @@ def test_the_door_parses_the_settings_and_refuses_a_changed_preset(run, tiny_dat
                             text=True, cwd=repo, env=env, timeout=300)
     assert result.returncode != 0
     assert "preset: 'tiny' -> 'small'" in result.stderr
+
+
+def test_max_epochs_sets_the_budget_and_the_rule_applies_to_models_with_a_bound(tiny_data_dir):
+    settings = _settings(tiny_data_dir, models=("cmma", "cgan", "vlae"), max_epochs=2.5,
+                         overrides={**TRAINING, "training.stop_patience": 3,
+                                    "training.stop_min_delta": 20.0})
+    for model in ("cmma", "cgan", "vlae"):
+        config = reproduce.model_config(settings, model, 0)
+        # 256 tiny training faces at batch 8: 2.5 epochs are 80 steps.
+        assert config.training.num_steps == math.ceil(2.5 * TINY_DATA_OPTIONS["num_train"] / 8)
+        # The CGAN and the MMD-VLAE have no validation bound: they train the budget.
+        assert config.training.stop_patience == (3 if model == "cmma" else None), model
+    with pytest.raises(ValueError, match="max_epochs"):
+        _settings(tiny_data_dir, max_epochs=0)
+
+
+def test_a_run_stopped_by_the_convergence_rule_counts_as_trained(tmp_path):
+    from cmma_jax import convergence
+
+    workdir = str(tmp_path / "cmma")
+    os.makedirs(os.path.join(checkpoints.directory(workdir), "6"))
+    assert not reproduce.training_finished(workdir, 20)
+    convergence.write_stopped(workdir, {"rule": convergence.BUDGET, "step": 6})
+    assert not reproduce.training_finished(workdir, 20)  # a budget of 6 steps is not 20
+    convergence.write_stopped(workdir, {"rule": convergence.CONVERGED, "step": 6})
+    assert reproduce.training_finished(workdir, 20)
+    assert reproduce.loaded_step(workdir) == 6
+    os.makedirs(os.path.join(checkpoints.directory(convergence.best_workdir(workdir)), "2"))
+    assert reproduce.loaded_step(workdir) == 2
