@@ -44,6 +44,7 @@ from ml_collections import config_dict
 
 from cmma_jax import checkpoints, metrics, nets, parallel, train, workdirs
 from cmma_jax.configs import base as base_config
+from cmma_jax.configs import checks
 from cmma_jax.data import reading
 from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.models import common
@@ -262,8 +263,10 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     """
     config = ml_collections.ConfigDict(config.to_dict())
     config.data.attribute_encoding = "binary"
-    train.check_positive(config.training, ("batch_size", "num_steps", "log_every",
-                                           "eval_every", "checkpoint_every", "keep_checkpoints"))
+    checks.check_config(config)
+    if config.training.get("eval_every") is None:
+        raise ValueError("--config.training.eval_every=None: the classifier needs an integer "
+                         ">= 1 (its validation scores).")
     with workdirs.lock(workdir):
         workdirs.check_resumable(workdir, config)
         train.check_not_past_the_end(workdir, int(config.training.num_steps))

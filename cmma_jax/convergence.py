@@ -27,7 +27,7 @@ import os
 import shutil
 from typing import Any, Iterable, Mapping, Optional
 
-from cmma_jax import checkpoints
+from cmma_jax import checkpoints, files
 
 BEST_DIR = "best"
 STOPPED_FILE = "stopped.json"
@@ -140,10 +140,7 @@ def forget_best_after(workdir: str, step: int) -> None:
 
 def write_stopped(workdir: str, record: Mapping[str, Any]) -> None:
     """Writes `stopped.json` atomically."""
-    path = os.path.join(workdir, STOPPED_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(dict(record), f, indent=1)
-    os.replace(path + ".tmp", path)
+    files.write_json(os.path.join(workdir, STOPPED_FILE), dict(record), indent=1)
 
 
 def read_stopped(workdir: str) -> Optional[dict[str, Any]]:

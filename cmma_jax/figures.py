@@ -32,7 +32,7 @@ from cmma_jax import data
 from cmma_jax.data import exclusions
 from cmma_jax.data.reading import SplitReader
 from cmma_jax.images import labelled_grid, save_png, tile_images
-from cmma_jax.workdirs import load_model, read_workdir
+from cmma_jax.workdirs import load_model, read_workdir, split_option_differences
 
 
 # =============================================================================================
@@ -493,9 +493,11 @@ def generate_figures(workdirs: Sequence[str], output_dir: str,
     models = [load_model(w) for w in workdirs]
     section = ml_collections.ConfigDict(models[0].config.data.to_dict())
     for m in models[1:]:
-        if (m.config.data.name, m.attribute_names) != (section.name, models[0].attribute_names):
+        if ((m.config.data.name, m.attribute_names) != (section.name, models[0].attribute_names)
+                or split_option_differences(section, m.config.data)):
             raise ValueError(f"{m.workdir} and {models[0].workdir} were trained on different "
-                             "datasets or attributes: draw figures of one dataset together.")
+                             "datasets, attributes or splits: draw figures of one dataset "
+                             "together.")
     if settings.data_dir is not None:
         section.data_dir = settings.data_dir
     if settings.prepared_dir is not None:

@@ -55,7 +55,7 @@ import ml_collections
 import numpy as np
 
 from cmma_jax import (checkpoints, classifier, configs, convergence, data, evaluate, figures,
-                      presets, train, workdirs)
+                      files, presets, train, workdirs)
 from cmma_jax.evaluate import EvalSettings
 from cmma_jax.figures import FigureSettings
 from cmma_jax.images import IMAGE_SHAPE
@@ -343,17 +343,20 @@ def settings_differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> l
 
 
 def _read_json(path: str, default=None):
+    """The JSON in `path`, or `default` if there is none. An unreadable file (cut by an older
+    version's non-atomic write) counts as absent, with a warning: what it recorded is redone."""
     if not os.path.exists(path):
         return default
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        _say(f"warning: {path} is unreadable ({type(e).__name__}: {e}); it is redone")
+        return default
 
 
 def _write_json(path: str, value) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(evaluate.json_safe(value), f, indent=2)
-    os.replace(tmp, path)
+    files.write_json(path, evaluate.json_safe(value))
 
 
 def _merge_settings(workdir: str, settings: ReproduceSettings
@@ -835,8 +838,7 @@ def _report_stage(workdir, settings, record) -> dict[str, Any]:
     timings = _read_json(os.path.join(workdir, TIMINGS_FILE), {})
     text = markdown(summary, settings=record["settings"], runs=record["runs"], timings=timings,
                     pending=pending, results_by_seed=results_by_seed)
-    with open(os.path.join(workdir, REPORT_MD), "w") as f:
-        f.write(text)
+    files.write_text(os.path.join(workdir, REPORT_MD), text)
     report = {**summary, "pending": {str(k): v for k, v in pending.items()},
               "timings": timings, "runs": record["runs"], "settings": record["settings"],
               "bits_per_dim_dimension": DIM,

@@ -44,6 +44,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from cmma_jax import checkpoints, data, images, parallel, presets, workdirs
+from cmma_jax.configs import checks
 from cmma_jax.convergence import Convergence
 from cmma_jax import convergence as convergence_lib
 from cmma_jax.data import resident
@@ -135,16 +136,10 @@ class _PreemptionNotice:
 # Configuration
 
 
-def check_positive(training: ml_collections.ConfigDict, fields: Sequence[str]) -> None:
-    """Each of `training.<field>` must be a positive integer."""
-    for field in fields:
-        value = training.get(field)
-        if value is None or int(value) <= 0:
-            raise ValueError(f"training.{field} must be positive, got {value}.")
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Checks what can be checked before any data is read or anything compiled."""
+    """Checks what can be checked before any data is read or anything compiled: the model and
+    the dataset exist, every field is in its range (`cmma_jax.configs.checks`), the batch divides
+    over the devices, the convergence rule has something to watch."""
     name = config.model.name
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)} "
@@ -152,11 +147,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.data.name not in data.DATASETS:
         raise ValueError(f"Unknown dataset {config.data.name!r}; choose one of "
                          f"{sorted(data.DATASETS)} (--dataset=...).")
-    parallelism = config.training.parallelism
-    if parallelism not in ("mesh", "pmap"):
-        raise ValueError(f"training.parallelism must be 'mesh' or 'pmap', got {parallelism!r}.")
-    check_positive(config.training, ("batch_size", "num_steps", "log_every", "sample_every",
-                                     "checkpoint_every", "keep_checkpoints"))
+    checks.check_config(config)
     parallel.check_batch_size(int(config.training.batch_size))
     resident.parse_setting(config.data.get("device_resident"))
     check_convergence_rule(config)

@@ -30,7 +30,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cmma_jax import checkpoints, convergence
+from cmma_jax import checkpoints, convergence, files
 from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.models import MODELS
 
@@ -131,6 +131,20 @@ def config_differences(old: ml_collections.ConfigDict, new: ml_collections.Confi
             if k not in ignore and a.get(k) != b.get(k)]
 
 
+# Data options that say only how the data is read, not which faces are in which split.
+_READING_OPTIONS = ("num_workers",)
+
+
+def split_option_differences(a, b) -> list[str]:
+    """The builder options (`data.options`) of two data sections that would change which faces
+    are in which split, as "option: a != b" (the raw folder may have moved: it is not compared)."""
+    options_a = dict((a.get("options") or {}))
+    options_b = dict((b.get("options") or {}))
+    return [f"{k}: {options_a.get(k)!r} != {options_b.get(k)!r}"
+            for k in sorted(set(options_a) | set(options_b))
+            if k not in _READING_OPTIONS and options_a.get(k) != options_b.get(k)]
+
+
 def check_resumable(workdir: str, config: ml_collections.ConfigDict,
                     attribute_names: tuple[str, ...] | list[str] | None = None) -> None:
     """Refuses to run `config` in a workdir written with other settings (nothing is written).
@@ -196,10 +210,8 @@ def write_records(workdir: str, config: ml_collections.ConfigDict,
                   attribute_names: tuple[str, ...] | list[str]) -> None:
     """Writes `config.json` and `attributes.json` (process 0 of a run)."""
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        f.write(config.to_json(indent=2))
-    with open(os.path.join(workdir, ATTRIBUTES_FILE), "w") as f:
-        json.dump(list(attribute_names), f)
+    files.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
+    files.write_json(os.path.join(workdir, ATTRIBUTES_FILE), list(attribute_names), indent=None)
 
 
 def example_batch(batch_size: int, num_attributes: int) -> dict[str, np.ndarray]:

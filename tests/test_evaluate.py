@@ -339,14 +339,22 @@ def test_evaluate_workdirs_end_to_end(workdirs, tmp_path_factory, tmp_path, caps
 
 def test_models_of_different_datasets_are_refused():
     class Fake:
-        def __init__(self, workdir, name, names):
+        def __init__(self, workdir, name, names, **options):
             self.workdir = workdir
-            self.config = ml_collections.ConfigDict({"data": {"name": name}})
+            self.config = ml_collections.ConfigDict({"data": {"name": name, "options": {
+                "num_train": None, "num_validation": None, "num_workers": None, **options}}})
             self.attribute_names = names
 
     with pytest.raises(ValueError, match="trained on 'lfw'"):
         evaluate.data_config_for([Fake("a", "celeba", ("x",)), Fake("b", "lfw", ("x",))])
     with pytest.raises(ValueError, match="different attributes"):
         evaluate.data_config_for([Fake("a", "celeba", ("x",)), Fake("b", "celeba", ("y",))])
+    # The same folder split otherwise: B's test rows would include A's training faces.
+    with pytest.raises(ValueError, match=r"different splits of 'lfw' \(num_train: 9000 != None; "
+                                         r"num_validation: None != 500\)"):
+        evaluate.data_config_for([Fake("a", "lfw", ("x",), num_train=9000),
+                                  Fake("b", "lfw", ("x",), num_validation=500)])
+    # How the data is read (worker processes) does not matter.
+    evaluate.data_config_for([Fake("a", "lfw", ("x",), num_workers=4), Fake("b", "lfw", ("x",))])
     with pytest.raises(ValueError, match="Unknown estimator"):
         evaluate.EvalSettings(estimators=("bound", "fid"))

@@ -26,8 +26,10 @@ LAYERS = {
     "cmma_jax.images": 0,
     "cmma_jax.progress": 0,
     "cmma_jax.presets": 0,
+    "cmma_jax.files": 0,
     "cmma_jax.data": 1,
     "cmma_jax.configs": 1,
+    "cmma_jax.configs.checks": 3,  # the choices of its fields come from nets, models and data
     "cmma_jax.nets": 2,
     "cmma_jax.models": 3,
     "cmma_jax.checkpoints": 4,

@@ -45,8 +45,8 @@ def copy_of(trained, tmp_path):
 def test_keep_checkpoints_below_one_is_refused_before_anything_runs(tiny_data_dir, tmp_path):
     for keep in (0, -1):
         config = tiny_config(tiny_data_dir, keep_checkpoints=keep)
-        with pytest.raises(ValueError, match=rf"training.keep_checkpoints must be positive, "
-                                             rf"got {keep}"):
+        with pytest.raises(ValueError, match=rf"--config.training.keep_checkpoints={keep}: "
+                                             rf"must be an integer >= 1"):
             train.train_and_evaluate(config, str(tmp_path))
     assert not os.path.exists(tmp_path / "checkpoints")
     assert not os.path.exists(tmp_path / "config.json")

@@ -229,16 +229,28 @@ class BadImages:
 def _scan_files(image_dir: str) -> list[tuple[str, str | None, int | None, int | None]]:
     """(name relative to `image_dir`, path, size, mtime_ns) of every file under it, sorted by
     name; a file that cannot be `stat`ed has None for its path, size and time. Raises
-    FileNotFoundError or NotADirectoryError when `image_dir` is not a folder."""
+    FileNotFoundError or NotADirectoryError when `image_dir` is not a folder.
+
+    Links to folders are followed (a dataset assembled from links), except a link back to a
+    folder that contains it (`ln -s . loop`), which would repeat the scan without end: it is
+    skipped with a warning.
+    """
     files: list[tuple[str, str | None, int | None, int | None]] = []
 
-    def scan(path: str, prefix: str) -> None:
+    def scan(path: str, prefix: str, ancestors: frozenset) -> None:
+        st = os.stat(path)
+        ancestors = ancestors | {(st.st_dev, st.st_ino)}
         with os.scandir(path) as it:
             for entry in it:
                 name = prefix + entry.name
                 try:
                     if entry.is_dir():
-                        scan(entry.path, name + "/")
+                        target = entry.stat()
+                        if (target.st_dev, target.st_ino) in ancestors:
+                            logging.warning("Skipping %s: a link to a folder that contains it.",
+                                            entry.path)
+                            continue
+                        scan(entry.path, name + "/", ancestors)
                         continue
                     st = entry.stat()
                 except OSError:  # a dangling link, or removed meanwhile
@@ -246,7 +258,7 @@ def _scan_files(image_dir: str) -> list[tuple[str, str | None, int | None, int |
                     continue
                 files.append((name, entry.path, st.st_size, st.st_mtime_ns))
 
-    scan(image_dir, "")
+    scan(image_dir, "", frozenset())
     files.sort(key=lambda f: f[0])
     return files
 

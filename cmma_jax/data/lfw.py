@@ -300,6 +300,7 @@ def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
             f"{path}, line 2: {len(names)} attribute names, expected {NUM_ATTRIBUTES}. {_fix(path)}"
         )
     people, imagenums, rows = [], [], []
+    first_line: dict[tuple[str, int], int] = {}
     for lineno, line in enumerate(lines[2:], start=3):
         if not line.strip():
             continue
@@ -322,6 +323,14 @@ def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
             raise ValueError(
                 f"{path}, line {lineno}: non-finite score (row {fields[0]!r}). {_fix(path)}"
             )
+        key = (normalize_name(fields[0]), imagenum)
+        if key in first_line:
+            # A face listed twice would land in two splits (train and test) or weigh double.
+            raise ValueError(
+                f"{path}, line {lineno}: image {imagenum} of {fields[0].strip()!r} is listed again"
+                f" (first on line {first_line[key]}); each image must have one row. {_fix(path)}"
+            )
+        first_line[key] = lineno
         people.append(fields[0].strip())
         imagenums.append(imagenum)
         rows.append(row)

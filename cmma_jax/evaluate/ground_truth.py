@@ -69,6 +69,7 @@ import jax
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cmma_jax import files as files_lib
 from cmma_jax import classifier as classifier_lib
 from cmma_jax.data import pipeline
 from cmma_jax.data import synthetic_faces
@@ -949,10 +950,8 @@ def ground_truth(workdirs: Sequence[str], settings: GroundTruthSettings | None =
         seconds["total"] = time.perf_counter() - t_start
         files["json"] = os.path.join(output_dir, JSON_FILE)
         files["markdown"] = os.path.join(output_dir, MARKDOWN_FILE)
-        with open(files["json"], "w") as f:
-            json.dump(report.json_safe(results), f, indent=2)
-        with open(files["markdown"], "w") as f:
-            f.write(markdown_report(results))
+        files_lib.write_json(files["json"], report.json_safe(results))
+        files_lib.write_text(files["markdown"], markdown_report(results))
     else:
         seconds["total"] = time.perf_counter() - t_start
     for note in notes:

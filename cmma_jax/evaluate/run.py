@@ -16,13 +16,14 @@ import ml_collections
 import numpy as np
 
 from cmma_jax import classifier as classifier_lib
+from cmma_jax import files
 from cmma_jax.data.reading import SplitReader
 from cmma_jax.evaluate import bounds, fidelity, parzen, report
 from cmma_jax.evaluate.common import Array, summarize
 from cmma_jax.evaluate.settings import EvalSettings
 from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.progress import Progress
-from cmma_jax.workdirs import TrainedModel, load_model
+from cmma_jax.workdirs import TrainedModel, load_model, split_option_differences
 
 
 def data_config_for(models: Sequence[TrainedModel], *, data_dir: str | None = None,
@@ -31,7 +32,8 @@ def data_config_for(models: Sequence[TrainedModel], *, data_dir: str | None = No
     where the raw folder (`data_dir`) and the prepared datasets (`prepared_dir`) are now.
 
     Raises:
-      ValueError: if the models were trained on different datasets or attributes.
+      ValueError: if the models were trained on different datasets, attributes or splits
+        (`data.options` such as num_train, num_validation, seed).
     """
     if not models:
         raise ValueError("No models to evaluate.")
@@ -43,6 +45,13 @@ def data_config_for(models: Sequence[TrainedModel], *, data_dir: str | None = No
                              "one dataset together.")
         if m.attribute_names != first.attribute_names:
             raise ValueError(f"{m.workdir} and {first.workdir} have different attributes.")
+        differ = split_option_differences(first.config.data, m.config.data)
+        if differ:
+            raise ValueError(
+                f"{m.workdir} and {first.workdir} were trained on different splits of "
+                f"{first.config.data.name!r} ({'; '.join(differ)}): the test faces of one are "
+                "not those of the other (some may be the other's training faces). Evaluate "
+                "models of the same splits together.")
     section = ml_collections.ConfigDict(first.config.data.to_dict())
     if data_dir is not None:
         section.data_dir = data_dir
@@ -231,11 +240,11 @@ def evaluate_workdirs(workdirs: Sequence[str], settings: EvalSettings | None = N
         shown.close()
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, "results.json"), "w") as f:
-            json.dump(report.json_safe(results), f, indent=2)
-        with open(os.path.join(output_dir, "results.md"), "w") as f:
-            f.write(report.markdown_report(results))
+        # Whole or not at all (cmma_jax.files): a full disk leaves the previous files readable.
         # Every face's value of every estimator, "<model index>_<model>/<estimator>".
-        np.savez(os.path.join(output_dir, "per_face.npz"),
-                 **{f"{m}/{e}": v for m, d in per_face.items() for e, v in d.items()})
+        files.write_npz(os.path.join(output_dir, "per_face.npz"),
+                        {f"{m}/{e}": v for m, d in per_face.items() for e, v in d.items()})
+        files.write_text(os.path.join(output_dir, "results.md"), report.markdown_report(results))
+        # Last: results.json is what says "evaluated" (cmma_jax.reproduce).
+        files.write_json(os.path.join(output_dir, "results.json"), report.json_safe(results))
     return results

@@ -9,7 +9,7 @@ Everything public in both is re-exported here (`from cmma_jax import nets; nets.
 are the presets' `PRESETS`, `SIZE_FIELDS` and `resolve_sizes` (defined in `cmma_jax.presets`).
 """
 
-from cmma_jax.nets.layers import (CONV_IMPLS, Conv, ConvParams, GaussianHeads, compute_dtype,
+from cmma_jax.nets.layers import (COMPUTE_DTYPES, CONV_IMPLS, Conv, ConvParams, GaussianHeads, compute_dtype,
                                   concat_attributes, conv2d, dense, flatten, max_pool_2x2,
                                   resolve_conv_impl, soft_clip, upsample_nearest_2x)
 from cmma_jax.nets.networks import (DECODER_VARIANCES, ENCODER_KERNELS, ENCODER_SPATIAL,
@@ -20,7 +20,7 @@ from cmma_jax.nets.networks import (DECODER_VARIANCES, ENCODER_KERNELS, ENCODER_
 from cmma_jax.presets import PRESETS, SIZE_FIELDS, resolve_sizes
 
 __all__ = [
-    "PRESETS", "SIZE_FIELDS", "resolve_sizes", "compute_dtype", "max_pool_2x2",
+    "PRESETS", "SIZE_FIELDS", "resolve_sizes", "COMPUTE_DTYPES", "compute_dtype", "max_pool_2x2",
     "upsample_nearest_2x", "soft_clip", "CONV_IMPLS", "resolve_conv_impl", "conv2d", "ConvParams",
     "Conv", "dense", "flatten", "concat_attributes", "GaussianHeads", "AttributeMLP", "ConvTrunk",
     "ENCODER_KERNELS", "ENCODER_SPATIAL", "IMAGE_CHANNELS", "DECODER_VARIANCES", "ImageEncoder", "ImageHeads",

@@ -26,12 +26,15 @@ Array = jax.Array
 Dtype = Any
 
 
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+COMPUTE_DTYPES = tuple(_DTYPES)  # the values of a config's `model.dtype`
+
+
 def compute_dtype(name: str) -> Dtype:
-    """The jnp dtype for a config's `model.dtype` ("float32" or "bfloat16")."""
-    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-    if name not in dtypes:
-        raise ValueError(f"Unknown compute dtype {name!r}; choose one of {tuple(dtypes)}.")
-    return dtypes[name]
+    """The jnp dtype for a config's `model.dtype` (one of `COMPUTE_DTYPES`)."""
+    if name not in _DTYPES:
+        raise ValueError(f"Unknown compute dtype {name!r}; choose one of {COMPUTE_DTYPES}.")
+    return _DTYPES[name]
 
 
 def max_pool_2x2(x: Array) -> Array:
@@ -216,7 +219,7 @@ class GaussianHeads(nn.Module):
 
 
 __all__ = [
-    "Array", "Dtype", "compute_dtype", "max_pool_2x2", "upsample_nearest_2x", "soft_clip",
+    "Array", "Dtype", "COMPUTE_DTYPES", "compute_dtype", "max_pool_2x2", "upsample_nearest_2x", "soft_clip",
     "CONV_IMPLS", "resolve_conv_impl", "conv2d", "ConvParams", "Conv", "dense", "flatten",
     "concat_attributes", "GaussianHeads",
 ]

@@ -1,0 +1,63 @@
+"""Results written whole or not at all.
+
+Every record the project writes beside a run (results.json, report.md, reproduce.json,
+stopped.json, config.json, ...) goes through `write_text`/`write_json`/`write_npz`: the bytes go to
+a temporary file in the same folder, which replaces the target only once it is complete. A full
+disk or a kill mid-write leaves the previous file as it was (and no temporary file), never a
+truncated one that a later run cannot parse.
+
+A bottom layer: standard library and numpy only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def _replacing(path: str, mode: str) -> Iterator[Any]:
+    """A file object to write; on success it replaces `path` (atomically), on failure it is
+    removed and `path` is untouched."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> str:
+    """Writes `text` to `path` whole or not at all; returns `path`."""
+    with _replacing(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def write_json(path: str, value: Any, **dump_options) -> str:
+    """`json.dump(value)` to `path`, whole or not at all (indent 2 unless told); returns `path`.
+    The value is serialised before anything is written, so an unserialisable value leaves
+    `path` as it was."""
+    dump_options.setdefault("indent", 2)
+    return write_text(path, json.dumps(value, **dump_options))
+
+
+def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> str:
+    """`np.savez(path, **arrays)`, whole or not at all; returns `path`."""
+    with _replacing(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+__all__ = ["write_text", "write_json", "write_npz"]
