@@ -469,6 +469,15 @@ def _forget_metrics_after(workdir: str, step: int) -> None:
         os.replace(path + ".tmp", path)
 
 
+def _last_good(manager) -> str:
+    """What a stopped run leaves to resume from, in words."""
+    step = manager.latest_step()
+    if step is None:
+        return ("No checkpoint was written before it (the run starts afresh when rerun, "
+                "with any settings)")
+    return f"The last good checkpoint (step {step}) in {manager.directory} is untouched"
+
+
 def _agree(*flags: bool) -> tuple[bool, ...]:
     """Process 0's `flags` on every process (decisions that only process 0 can take, from the
     metrics that only it computes); the flags themselves with one process."""
@@ -590,10 +599,9 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
                     if bad is not None:
                         raise NonFiniteError(
                             f"Non-finite {bad} at step {done - len(fetched) + i + 1} "
-                            f"({bad}={float(m[bad])}); stopped. The last good checkpoint "
-                            f"(step {manager.latest_step()}) in {manager.directory} is "
-                            "untouched: lower the learning rate or set "
-                            "--config.optimizer.grad_clip_norm, then rerun to resume.")
+                            f"({bad}={float(m[bad])}); stopped. {_last_good(manager)}: lower "
+                            "the learning rate or set --config.optimizer.grad_clip_norm, then "
+                            "rerun.")
                 if log_now:
                     scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                     now = time.perf_counter()
@@ -637,8 +645,8 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
             if save_now:
                 if not bool(_all_finite(fns.unplace_state(state).params)):
                     raise NonFiniteError(
-                        f"Non-finite parameters after step {done}; stopped. The last good "
-                        f"checkpoint (step {manager.latest_step()}) is untouched.")
+                        f"Non-finite parameters after step {done}; stopped. "
+                        f"{_last_good(manager)}.")
                 checkpoints.save(manager, done, fns.unplace_state(state), data_position)
                 # Finished, then hashed: a checkpoint damaged later is found on restore.
                 manager.wait_until_finished()

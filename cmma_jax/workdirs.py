@@ -150,13 +150,19 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
     """Refuses to run `config` in a workdir written with other settings (nothing is written).
 
     Fields of `RESUMABLE_FIELDS` may differ (a longer run, other intervals, data moved);
-    any other difference, or other attribute names, raises.
+    any other difference, or other attribute names, raises. A workdir without a checkpoint
+    (a run that died before its first one) holds nothing to protect and takes any config.
 
     Raises:
       WorkdirMismatchError: listing each differing field with its old and new value, and how to
         start fresh.
     """
     if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+        return
+    if checkpoints.latest_step(workdir) is None and not os.path.isdir(
+            os.path.join(workdir, checkpoints.DAMAGED_DIR)):
+        # A run that stopped before its first checkpoint (a bad flag, an error at the first
+        # step): nothing trained to protect. This run starts afresh and rewrites the records.
         return
     old, old_names = read_workdir(workdir)
     fresh = (f"Resume with the workdir's settings, or start fresh with another --workdir (or "

@@ -55,17 +55,26 @@ def tiny_data_dir(tmp_path_factory):
 
 def kill_and_expect_no_survivors(run, children):
     """Kills `run` (a `subprocess.Popen`) with SIGKILL, so that none of its clean-up runs, and
-    asserts that every one of its `children` (psutil processes) is gone within 10 s. Whatever
-    happens, nothing is left running."""
+    asserts that every one of its `children` (psutil processes) ends (a child that outlives it
+    idles, and fails `wait_for`'s hang rule). Whatever happens, nothing is left running."""
     import signal  # pylint: disable=g-import-not-at-top
 
     import psutil  # pylint: disable=g-import-not-at-top
 
     try:
         os.kill(run.pid, signal.SIGKILL)
-        run.wait(timeout=30)
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert not alive, [(c.pid, c.cmdline()) for c in alive]
+        run.wait()  # SIGKILL cannot be caught: this returns
+
+        def alive(c):
+            try:
+                return c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                return False
+
+        def gone():
+            return not [c for c in children if alive(c)]
+
+        wait_for(gone, children, "the children to end", expect_alive=False)
     finally:
         if run.poll() is None:
             run.kill()
@@ -74,3 +83,83 @@ def kill_and_expect_no_survivors(run, children):
                 c.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+# How long the processes a test waits on may use no CPU at all before the test calls them hung.
+# A slow or loaded machine only makes a wait longer (the processes still get CPU time); a hang
+# (a deadlock, a process waiting for a peer that is gone) uses none and fails. The absolute limit
+# only keeps a test that spins forever from running forever.
+STALL_SECONDS = 120.0
+LIMIT_SECONDS = 3600.0
+
+
+def _cpu_seconds(procs) -> float:
+    """CPU time used so far by `procs` (`subprocess.Popen`s) and all their descendants."""
+    import psutil  # pylint: disable=g-import-not-at-top
+
+    total = 0.0
+    for p in procs:
+        try:
+            root = psutil.Process(p.pid)
+            for q in [root, *root.children(recursive=True)]:
+                times = q.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def wait_for(condition, procs, what: str, *, expect_alive: bool = True,
+             stall_seconds: float = STALL_SECONDS) -> None:
+    """Waits until `condition()` is true (an event: a file, a line, a process state).
+
+    Fails if a process of `procs` ends first (with `expect_alive`), or if the processes have used
+    no CPU for `stall_seconds` (hung), never because the machine is slow.
+    """
+    import time  # pylint: disable=g-import-not-at-top
+
+    start = last_progress = time.monotonic()
+    cpu = _cpu_seconds(procs)
+    while not condition():
+        if expect_alive:
+            ended = [p.args if isinstance(p.args, str) else " ".join(map(str, p.args))[:200]
+                     for p in procs if p.poll() is not None]
+            assert not ended, f"a process ended before {what}: {ended}"
+        now = time.monotonic()
+        used = _cpu_seconds(procs)
+        if used > cpu + 0.05:
+            cpu, last_progress = used, now
+        assert now - last_progress < stall_seconds, (
+            f"no {what}: the processes used no CPU for {stall_seconds:.0f} s (hung)")
+        assert now - start < LIMIT_SECONDS, f"no {what} after {LIMIT_SECONDS:.0f} s"
+        time.sleep(0.05)
+
+
+def wait_exit(procs, what: str = "the processes to exit", *,
+              stall_seconds: float = STALL_SECONDS) -> list[int]:
+    """Waits until every process of `procs` has exited and returns their exit codes; fails (and
+    kills them) if they hang (`wait_for`'s rule)."""
+    try:
+        wait_for(lambda: all(p.poll() is not None for p in procs), procs, what,
+                 expect_alive=False, stall_seconds=stall_seconds)
+    except AssertionError:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        raise
+    return [p.returncode for p in procs]
+
+
+def run_command(cmd, **popen_kwargs):
+    """`subprocess.run(cmd, capture_output=True, text=True, **popen_kwargs)` whose wait fails on
+    a hang (`wait_exit`) rather than at a fixed timeout that a loaded machine can exceed."""
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import tempfile as _tempfile  # pylint: disable=g-import-not-at-top
+
+    with _tempfile.TemporaryFile("w+") as out, _tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, **popen_kwargs)
+        wait_exit([proc], f"{' '.join(map(str, cmd))[:120]} to finish")
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())

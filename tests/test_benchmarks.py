@@ -13,14 +13,15 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import run_command
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 
-def _run(args, timeout=600):
+def _run(args):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                            cwd=REPO, timeout=timeout)
+    result = run_command([sys.executable, *args], env=env, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -189,8 +190,8 @@ def test_accelerator_check_dry_run(tmp_path):
     (about 70 s on the 2-core development machine; its own budget stops it at 170 s)."""
     out = tmp_path / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    result = subprocess.run(["bash", "benchmarks/accelerator_check.sh", str(out), "--dry-run"],
-                            capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    result = run_command(["bash", "benchmarks/accelerator_check.sh", str(out), "--dry-run"],
+                         env=env, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert sorted(os.listdir(out)) == ["logs.tar.gz", "summary.json", "summary.md"]
     summary = json.loads((out / "summary.json").read_text())

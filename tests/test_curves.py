@@ -12,6 +12,8 @@ import pytest
 from cmma_jax import curves, workdirs
 from test_train import tiny_config
 
+from conftest import run_command
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -54,10 +56,9 @@ def test_the_door_writes_table_curves_and_plot(tiny_data_dir, tmp_path):
                                                   for s in (32, 64, 96)], batch_size=16)
     out = tmp_path / "out" / "curves"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    result = subprocess.run(
+    result = run_command(
         [sys.executable, "launch/learning_curves.py", f"--output={out}",
-         f"--run=small/CMMA={a},{b}", f"--run=paper/CVAE={b}", "--title=t"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+         f"--run=small/CMMA={a},{b}", f"--run=paper/CVAE={b}", "--title=t"], cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads(open(f"{out}.json").read())
     assert list(saved) == ["small", "paper"] and list(saved["small"]) == ["CMMA"]
@@ -66,6 +67,5 @@ def test_the_door_writes_table_curves_and_plot(tiny_data_dir, tmp_path):
     image = np.asarray(Image.open(f"{out}.png").convert("RGB"))
     assert image.shape[0] > 300 and image.shape[1] > 600
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 20  # lines, text, not a blank page
-    bad = subprocess.run([sys.executable, "launch/learning_curves.py", "--run=nolabel=x"],
-                         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    bad = run_command([sys.executable, "launch/learning_curves.py", "--run=nolabel=x"], cwd=REPO, env=env)
     assert bad.returncode != 0 and "expected panel/label=workdir" in bad.stderr

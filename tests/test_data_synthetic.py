@@ -8,7 +8,7 @@ from cmma_jax.data import _parallel
 from cmma_jax.data import _render
 from cmma_jax.data import celeba
 from cmma_jax.data import synthetic_faces
-from conftest import kill_and_expect_no_survivors
+from conftest import kill_and_expect_no_survivors, wait_for
 
 SIZES = {"num_train": 240, "num_validation": 40, "num_test": 40}
 
@@ -149,7 +149,6 @@ def test_render_processes_die_with_a_killed_preparation(tmp_path):
     """Issue #12: no process of ours outlives a `kill -9`ed run, preparing included."""
     import subprocess  # pylint: disable=g-import-not-at-top
     import sys  # pylint: disable=g-import-not-at-top
-    import time  # pylint: disable=g-import-not-at-top
 
     import psutil  # pylint: disable=g-import-not-at-top
 
@@ -163,10 +162,11 @@ def test_render_processes_die_with_a_killed_preparation(tmp_path):
     run = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
     children = []
     try:
-        deadline = time.monotonic() + 300
-        while len(children) < 2 and time.monotonic() < deadline and run.poll() is None:
-            time.sleep(0.2)
+        def started():
+            nonlocal children
             children = psutil.Process(run.pid).children(recursive=True)
-        assert len(children) >= 2, "the render processes did not start"
+            return len(children) >= 2
+
+        wait_for(started, [run], "the render processes")
     finally:
         kill_and_expect_no_survivors(run, children)

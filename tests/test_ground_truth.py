@@ -23,7 +23,7 @@ from PIL import Image
 from cmma_jax import classifier, workdirs as workdirs_lib
 from cmma_jax.data import _render, pipeline, synthetic_faces
 from cmma_jax.evaluate import ground_truth as gt
-from conftest import TINY_DATA_OPTIONS
+from conftest import TINY_DATA_OPTIONS, run_command
 
 import eval_helpers
 
@@ -47,8 +47,7 @@ def classifier_dir(tmp_path_factory):
 
 def _command(args, expect_ok=True):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "launch/ground_truth.py", *args], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = run_command([sys.executable, "launch/ground_truth.py", *args], cwd=REPO, env=env)
     if expect_ok:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result

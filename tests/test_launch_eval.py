@@ -10,17 +10,17 @@ import sys
 
 import pytest
 
-from conftest import TINY_DATA_OPTIONS
+from conftest import TINY_DATA_OPTIONS, run_command
 
 import eval_helpers
 
 REPO = eval_helpers.repo_root()
 
 
-def _run(args, expect_ok=True, timeout=300):
+def _run(args, expect_ok=True):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                            cwd=REPO, timeout=timeout)
+    result = run_command([sys.executable, *args], env=env,
+                            cwd=REPO)
     if expect_ok:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from conftest import run_command
+
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cmma_jax"
 
 # Layer of each module (by its dotted name's prefix; the longest prefix wins). A module may import
@@ -165,6 +167,5 @@ def test_lower_layers_load_without_the_trainer_or_the_evaluation(module):
             "loaded = sorted(m for m in sys.modules if m == 'cmma_jax.train' or "
             "m.startswith('cmma_jax.evaluate'))\n"
             "assert not loaded, loaded\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
+    result = run_command([sys.executable, "-c", code])
     assert result.returncode == 0, result.stderr[-2000:]

@@ -23,6 +23,8 @@ import jax, jax.numpy as jnp, numpy as np
 from cmma_jax import configs, parallel
 from cmma_jax.models import MODELS
 
+from conftest import run_command
+
 assert jax.device_count() == 4, jax.devices()
 def check(name):
   config = configs.CONFIGS[name].get_config("tiny")
@@ -88,8 +90,7 @@ def test_mesh_and_pmap_steps_match_one_device():
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4")
     env["JAX_PLATFORMS"] = "cpu"
     # One subprocess for the four models: JAX starts once.
-    result = subprocess.run([sys.executable, "-c", SCRIPT, *models], capture_output=True,
-                            text=True, timeout=900, env=env, cwd=REPO)
+    result = run_command([sys.executable, "-c", SCRIPT, *models], env=env, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     for model in models:
         assert f"OK {model}" in result.stdout

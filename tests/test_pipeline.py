@@ -9,7 +9,7 @@ import pytest
 
 from cmma_jax.data import pipeline
 from cmma_jax.data import synthetic_faces
-from conftest import kill_and_expect_no_survivors
+from conftest import kill_and_expect_no_survivors, wait_exit, wait_for
 
 OPTIONS = {"num_train": 250, "num_validation": 50, "num_test": 50, "seed": 1, "num_workers": 0}
 
@@ -380,21 +380,46 @@ print("prepared", len(source), flush=True)
 """
 
 
-def _wait_for_line(process, want, timeout):
-    """Reads `process`'s stdout until a line starting with `want`; fails after `timeout` s."""
-    import select  # pylint: disable=g-import-not-at-top
-    import time  # pylint: disable=g-import-not-at-top
+def _communicate_all(processes):
+    """Each process's (stdout, stderr), the pipes drained meanwhile (a full pipe would stall a
+    process); fails if they hang (`conftest.wait_exit`)."""
+    import threading  # pylint: disable=g-import-not-at-top
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+    results = [None] * len(processes)
+
+    def drain(i, p):
+        results[i] = p.communicate()
+
+    threads = [threading.Thread(target=drain, args=(i, p), daemon=True)
+               for i, p in enumerate(processes)]
+    for t in threads:
+        t.start()
+    wait_exit(processes)
+    for t in threads:
+        t.join()
+    return results
+
+
+def _wait_for_line(process, want):
+    """Reads `process`'s stdout until a line starting with `want`; fails if the process ends
+    first or hangs (`conftest.wait_for`), not because a loaded machine is slow."""
+    import select  # pylint: disable=g-import-not-at-top
+
+    found = []
+
+    def seen():
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
         if ready:
             line = process.stdout.readline()
             if line.startswith(want):
-                return line
-            if not line and process.poll() is not None:
-                break
-    raise AssertionError(f"no {want!r} from process {process.pid} (exit {process.poll()})")
+                found.append(line)
+            elif not line and process.poll() is not None:
+                raise AssertionError(f"no {want!r} from process {process.pid} "
+                                     f"(exit {process.poll()})")
+        return bool(found)
+
+    wait_for(seen, [process], f"{want!r} from process {process.pid}", expect_alive=False)
+    return found[0]
 
 
 def test_two_processes_preparing_the_same_dataset_take_turns(tmp_path):
@@ -414,9 +439,9 @@ def test_two_processes_preparing_the_same_dataset_take_turns(tmp_path):
     ]
     try:
         for p in processes:
-            _wait_for_line(p, "ready", timeout=300)
+            _wait_for_line(p, "ready")
         go.touch()  # both start preparing at once (rendering 320 faces takes seconds)
-        results = [p.communicate(timeout=600) for p in processes]
+        results = _communicate_all(processes)
     finally:
         for p in processes:
             if p.poll() is None:
@@ -463,7 +488,7 @@ def test_worker_processes_die_with_a_killed_run(prepared_dir, tmp_path):
                            stdout=subprocess.PIPE, text=True)
     children = []
     try:
-        _wait_for_line(run, "ready", timeout=300)
+        _wait_for_line(run, "ready")
         children = psutil.Process(run.pid).children(recursive=True)
         workers = [c for c in children if "grain" in " ".join(c.cmdline()) or
                    "multiprocessing" in " ".join(c.cmdline())]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cmma_jax import checkpoints, classifier, evaluate, figures, reproduce, train
-from conftest import TINY_DATA_OPTIONS
+from conftest import TINY_DATA_OPTIONS, run_command
 
 TRAINING = {"training.batch_size": 8, "training.num_steps": 2, "training.log_every": 1,
             "training.checkpoint_every": 2, "training.sample_every": 2}
@@ -253,16 +253,14 @@ def test_the_door_parses_the_settings_and_refuses_a_changed_preset(run, tiny_dat
             "--parzen_num_validation=4", "--parzen_samples=4", "--parzen_sigmas=0.05,0.2,0.8",
             "--stages=report"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    result = subprocess.run(args, capture_output=True, text=True, cwd=repo, env=env,
-                            timeout=300)
+    result = run_command(args, cwd=repo, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "pending" not in result.stdout, result.stdout
     with open(os.path.join(workdir, "report.json")) as f:
         report = json.load(f)
     assert report["seeds"] == [0, 1]  # the workdir's seeds, not only the command's
     assert report["runs"][-1]["command"].startswith("python launch/reproduce.py --workdir=")
-    result = subprocess.run(args[:6] + ["--preset=small"] + args[7:], capture_output=True,
-                            text=True, cwd=repo, env=env, timeout=300)
+    result = run_command(args[:6] + ["--preset=small"] + args[7:], cwd=repo, env=env)
     assert result.returncode != 0
     assert "preset: 'tiny' -> 'small'" in result.stderr
 

@@ -185,6 +185,21 @@ def test_a_non_finite_loss_stops_with_the_step_and_term_and_keeps_the_checkpoint
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
 
 
+def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(
+        tiny_data_dir, tmp_path, monkeypatch):
+    model = MODELS["cmma"]
+    original = model.train_step
+
+    def poisoned_step(state, batch, key, **kwargs):
+        new_state, metrics = original(state, batch, key, **kwargs)
+        return new_state, dict(metrics, loss=metrics["loss"] * jax.numpy.nan)
+
+    monkeypatch.setattr(model, "train_step", poisoned_step)
+    with pytest.raises(train.NonFiniteError,
+                       match=r"Non-finite loss at step 1.*No checkpoint was written before it"):
+        train.train_and_evaluate(tiny_config(tiny_data_dir), str(tmp_path))
+
+
 def test_config_errors_come_before_any_compilation(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir)
     config.model.name = "vae"
