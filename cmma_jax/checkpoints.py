@@ -234,7 +234,12 @@ def restore_state(workdir: str, abstract_state: PyTree, step: int | None = None
             raise FileNotFoundError(f"No checkpoint of step {step} in {path}; there are "
                                     f"{sorted(mngr.all_steps())}.")
         path = step_directory(workdir, step)
-        if verify(workdir, step) is False:
+        verified = verify(workdir, step)
+        if verified is None:
+            logging.warning("The checkpoint %s has no recorded content hash (saved by an older "
+                            "version, or its %s is missing): it is restored unverified, so "
+                            "damage to its bytes would go unnoticed.", path, HASH_FILE)
+        if verified is False:
             raise DamagedCheckpointError(
                 f"The checkpoint {path} is damaged: its bytes do not match the hash recorded when "
                 "it was saved. Load an earlier step (step=...), or resume training, which moves "

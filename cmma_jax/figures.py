@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from cmma_jax import data
+from cmma_jax import data, files
 from cmma_jax.data import exclusions
 from cmma_jax.data.reading import SplitReader
 from cmma_jax.images import labelled_grid, save_png, tile_images
@@ -469,6 +469,7 @@ def generate_figures(workdirs: Sequence[str], output_dir: str,
         models of different datasets, or face indices outside the faces read.
     """
     settings = settings or FigureSettings()
+    files.ensure_writable_dir(output_dir, "--output_dir")  # before the work, not after it
     if not workdirs:
         raise ValueError("No workdirs to draw figures from.")
     # The names are checked before any model is loaded: a typo fails at once.

@@ -60,4 +60,29 @@ def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> str:
     return path
 
 
-__all__ = ["write_text", "write_json", "write_npz"]
+class OutputDirError(ValueError):
+    """An output folder that cannot be written (a file is in the way, no permission)."""
+
+
+def ensure_writable_dir(path: str, what: str = "the output folder") -> str:
+    """Creates `path` if needed and checks that a file can be written in it, before any work
+    whose results would go there; returns `path`.
+
+    Raises:
+      OutputDirError: naming `what`, the path and the problem.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputDirError(f"{what} {path} is a file, not a folder: choose another path or "
+                             "move the file away. Nothing was computed.")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise OutputDirError(f"{what} {path} cannot be written ({e.strerror or e}): choose "
+                             "another path or fix its permissions. Nothing was computed.") from e
+    return path
+
+
+__all__ = ["write_text", "write_json", "write_npz", "OutputDirError", "ensure_writable_dir"]

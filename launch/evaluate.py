@@ -14,7 +14,11 @@ validation split (every model), and attribute fidelity with a classifier trained
 evaluated on the data they were trained on; --data_dir / --prepared_dir say where it is now.
 """
 
+import sys
+
 from absl import app, flags
+
+from cmma_jax import flag_types
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Training workdirs to evaluate (comma-separated), all of one "
@@ -28,13 +32,14 @@ flags.DEFINE_list("estimators", ["bound", "iwae", "parzen", "fidelity"],
 flags.DEFINE_integer("num_test", 0, "Faces for the bound, IWAE and fidelity (0: the whole split).")
 flags.DEFINE_integer("batch_size", 32, "Faces per call (bound, IWAE, fidelity).")
 flags.DEFINE_integer("bound_samples", 1, "Samples of z per face for the variational bound.")
-flags.DEFINE_list("iwae_samples", ["1", "10", "100"], "The K's of the importance-weighted bound.")
+flag_types.DEFINE_positive_ints("iwae_samples", [1, 10, 100],
+                                "The K's of the importance-weighted bound.")
 flags.DEFINE_integer("iwae_sample_chunk", 10, "Importance samples per call (memory).")
 flags.DEFINE_integer("parzen_num_test", 100, "Test faces scored by Parzen (0: all).")
 flags.DEFINE_integer("parzen_num_validation", 100, "Validation faces for choosing sigma (0: all).")
 flags.DEFINE_integer("parzen_samples", 200, "Faces generated per test face.")
-flags.DEFINE_list("parzen_sigmas", None, "The sigma grid (default: 17 values from 0.02 to 0.8, "
-                  "log-spaced).")
+flag_types.DEFINE_positive_floats("parzen_sigmas", None, "The sigma grid (default: 17 values "
+                                  "from 0.02 to 0.8, log-spaced).")
 flags.DEFINE_float("parzen_temperature", 1.0, "Prior noise scale of the generated faces.")
 flags.DEFINE_integer("parzen_batch", 10, "Test faces per call (memory).")
 flags.DEFINE_integer("parzen_sample_chunk", 50, "Generated faces per test face per call (memory).")
@@ -52,16 +57,16 @@ flags.DEFINE_bool("progress", True, "Print progress lines on stderr.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from cmma_jax import evaluate
+    from cmma_jax import evaluate, files
 
     extra = {}
     if FLAGS.parzen_sigmas:
-        extra["parzen_sigmas"] = tuple(float(s) for s in FLAGS.parzen_sigmas)
+        extra["parzen_sigmas"] = tuple(FLAGS.parzen_sigmas)
     settings = evaluate.EvalSettings(
         split=FLAGS.split, validation_split=FLAGS.validation_split,
         estimators=tuple(FLAGS.estimators), num_test=FLAGS.num_test or None,
         batch_size=FLAGS.batch_size, bound_samples=FLAGS.bound_samples,
-        iwae_samples=tuple(int(k) for k in FLAGS.iwae_samples),
+        iwae_samples=tuple(FLAGS.iwae_samples),
         iwae_sample_chunk=FLAGS.iwae_sample_chunk,
         parzen_num_test=FLAGS.parzen_num_test or None,
         parzen_num_validation=FLAGS.parzen_num_validation or None,
@@ -71,7 +76,10 @@ def main(argv):
         fidelity_temperature=FLAGS.fidelity_temperature, seed=FLAGS.seed,
         data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir, show_progress=FLAGS.progress,
         **extra)
-    evaluate.evaluate_workdirs(FLAGS.workdirs, settings, FLAGS.output_dir)
+    try:
+        evaluate.evaluate_workdirs(FLAGS.workdirs, settings, FLAGS.output_dir)
+    except files.OutputDirError as e:
+        sys.exit(f"launch/evaluate.py: {e}")
     print(f"Wrote {FLAGS.output_dir}/results.json and {FLAGS.output_dir}/results.md", flush=True)
 
 

@@ -17,7 +17,11 @@ Attribute names default per dataset (Male/Pale_Skin rows on CelebA, Male/Asian o
 unknown name is an error that lists the dataset's attributes.
 """
 
+import sys
+
 from absl import app, flags
+
+from cmma_jax import flag_types
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Training workdirs (comma-separated), all of one dataset.",
@@ -28,8 +32,8 @@ flags.DEFINE_list("figures", ["attributes", "edits", "removal", "traversals", "a
 flags.DEFINE_string("split", "test", "The split the faces and attributes come from.")
 flags.DEFINE_integer("pool_size", 500, "Faces of the split read (row bases, faces with an "
                      "attribute, arithmetic triples).")
-flags.DEFINE_list("faces", None, "Indices into the split of the faces to edit and traverse "
-                  "(default: the first --num_faces).")
+flag_types.DEFINE_indices("faces", None, "Indices into the split of the faces to edit and "
+                          "traverse (default: the first --num_faces).")
 flags.DEFINE_integer("num_faces", 6, "Faces per edit figure when --faces is not given.")
 flags.DEFINE_list("rows", None, "Figure 4's two row attributes (default per dataset).")
 flags.DEFINE_list("columns", None, "Figure 4's column attributes (default per dataset).")
@@ -38,12 +42,14 @@ flags.DEFINE_enum("base", "mode", ["mode", "zeros", "mean"], "Figure 4's other a
 flags.DEFINE_float("temperature", 0.0, "Figure 4's noise scale (0: means only, as the paper).")
 flags.DEFINE_list("edits", None, "Attributes switched in Figure 6 (default per dataset).")
 flags.DEFINE_string("remove", None, "The attribute removed in Figure 7 (default Eyeglasses).")
-flags.DEFINE_list("traverse_values", ["-3", "3", "7"], "low,high,count of a traversal.")
-flags.DEFINE_list("traverse_dims", None, "One latent dimension per ladder layer (default: the "
-                  "most varied over the faces read).")
+flag_types.DEFINE_floats("traverse_values", [-3.0, 3.0, 7.0], "low,high,count of a traversal.",
+                         count=3)
+flag_types.DEFINE_indices("traverse_dims", None, "One latent dimension per ladder layer "
+                          "(default: the most varied over the faces read).")
 flags.DEFINE_list("arithmetic", None, "Two attributes that pick arithmetic triples A (both), B "
                   "(first only), C (neither); default Male,Pale_Skin.")
-flags.DEFINE_list("arithmetic_faces", None, "Explicit triples a:b:c of split indices.")
+flag_types.DEFINE_index_triples("arithmetic_faces", None, "Explicit triples a:b:c of split "
+                                "indices.")
 flags.DEFINE_integer("num_triples", 4, "Rows of the arithmetic figure.")
 flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_integer("png_colors", None, "Quantise the PNGs to this many colours (smaller files).")
@@ -58,24 +64,26 @@ def _tuple(values, kind=str):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from cmma_jax import figures
+    from cmma_jax import figures, files
 
     low, high, count = FLAGS.traverse_values
-    triples = None
-    if FLAGS.arithmetic_faces:
-        triples = tuple(tuple(int(i) for i in t.split(":")) for t in FLAGS.arithmetic_faces)
-        if any(len(t) != 3 for t in triples):
-            raise app.UsageError("--arithmetic_faces takes triples a:b:c.")
+    if not (float(count).is_integer() and count >= 2):
+        raise app.UsageError(f"--traverse_values=low,high,count: count must be an integer >= 2, "
+                             f"got {count:g}.")
+    triples = _tuple(FLAGS.arithmetic_faces, tuple)
     settings = figures.FigureSettings(
         figures=tuple(FLAGS.figures), split=FLAGS.split, pool_size=FLAGS.pool_size,
         faces=_tuple(FLAGS.faces, int), num_faces=FLAGS.num_faces, rows=_tuple(FLAGS.rows),
         columns=_tuple(FLAGS.columns), base=FLAGS.base, temperature=FLAGS.temperature,
         edits=_tuple(FLAGS.edits), remove=FLAGS.remove,
-        traverse_values=(float(low), float(high), int(count)),
+        traverse_values=(low, high, int(count)),
         traverse_dims=_tuple(FLAGS.traverse_dims, int), arithmetic=_tuple(FLAGS.arithmetic),
         arithmetic_faces=triples, num_triples=FLAGS.num_triples, seed=FLAGS.seed,
         data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir, png_colors=FLAGS.png_colors)
-    written = figures.generate_figures(FLAGS.workdirs, FLAGS.output_dir, settings)
+    try:
+        written = figures.generate_figures(FLAGS.workdirs, FLAGS.output_dir, settings)
+    except files.OutputDirError as e:
+        sys.exit(f"launch/generate.py: {e}")
     print(f"Wrote {len(written)} figure(s) in {FLAGS.output_dir}", flush=True)
 
 

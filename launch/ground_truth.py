@@ -27,6 +27,8 @@ import sys
 
 from absl import app, flags
 
+from cmma_jax import flag_types
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Training workdirs of models trained on synthetic_faces "
                   "(comma-separated), all of one dataset seed.", required=True)
@@ -45,8 +47,8 @@ flags.DEFINE_integer("probe_num_train", 1000, "Faces the probes are fitted on.")
 flags.DEFINE_string("probe_test_split", "test", "The split the probes are scored on (the faces "
                     "after the training faces when it is --probe_train_split).")
 flags.DEFINE_integer("probe_num_test", 1000, "Held-out faces the probes are scored on.")
-flags.DEFINE_list("ridge_alphas", None, "The ridge penalty grid α (λ = α·n on standardised "
-                  "features; default 1e-4,1e-3,1e-2,0.1,1,10).")
+flag_types.DEFINE_positive_floats("ridge_alphas", None, "The ridge penalty grid α (λ = α·n on "
+                                  "standardised features; default 1e-4,1e-3,1e-2,0.1,1,10).")
 flags.DEFINE_float("probe_select_fraction", 0.2, "Share of the training faces on which the "
                    "penalty is chosen.")
 flags.DEFINE_list("figure_attributes", None, "The attributes of edits.png (default: "
@@ -58,14 +60,12 @@ flags.DEFINE_bool("progress", True, "Print progress lines on stderr.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from cmma_jax import files
     from cmma_jax.evaluate import ground_truth as gt
 
     extra = {}
     if FLAGS.ridge_alphas:
-        try:
-            extra["ridge_alphas"] = tuple(float(a) for a in FLAGS.ridge_alphas)
-        except ValueError:
-            raise app.UsageError(f"--ridge_alphas takes numbers, got {FLAGS.ridge_alphas}.")
+        extra["ridge_alphas"] = tuple(FLAGS.ridge_alphas)
     if FLAGS.figure_attributes:
         extra["figure_attributes"] = tuple(FLAGS.figure_attributes)
     try:
@@ -81,7 +81,7 @@ def main(argv):
         raise app.UsageError(str(e))
     try:
         results = gt.ground_truth(FLAGS.workdirs, settings, FLAGS.output_dir)
-    except (gt.InputError, FileNotFoundError) as e:
+    except (gt.InputError, FileNotFoundError, files.OutputDirError) as e:
         sys.exit(f"launch/ground_truth.py: {e}")
     print("Wrote " + ", ".join(results["files"].values()), flush=True)
 

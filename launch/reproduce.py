@@ -23,6 +23,8 @@ import sys
 
 from absl import app, flags, logging
 
+from cmma_jax import flag_types
+
 STAGES = ("train", "classifier", "evaluate", "figures", "report")
 
 FLAGS = flags.FLAGS
@@ -35,7 +37,7 @@ flags.DEFINE_string("prepared_dir", None, "Where prepared datasets are cached (d
                     "$CMMA_DATA_DIR, else ~/tensorflow_datasets).")
 flags.DEFINE_string("preset", "small", "paper (the paper's networks, 500 epochs), small, tiny, "
                     "or auto (paper on an accelerator, small on a CPU).")
-flags.DEFINE_list("seeds", ["0"], "Training seeds, one set of models each.")
+flag_types.DEFINE_indices("seeds", [0], "Training seeds, one set of models each.")
 flags.DEFINE_list("models", ["cmma", "cvae", "cgan", "vlae"], "Models (cmma is put first: the "
                   "paired differences are cmma minus each other model).")
 flags.DEFINE_integer("num_steps", None, "Training steps of every model (default: the preset's; "
@@ -63,9 +65,10 @@ flags.DEFINE_integer("parzen_num_test", 100, "Test faces scored by Parzen (0: al
 flags.DEFINE_integer("parzen_num_validation", 100, "Validation faces for choosing sigma "
                      "(0: all).")
 flags.DEFINE_integer("parzen_samples", 200, "Faces generated per test face for Parzen.")
-flags.DEFINE_list("iwae_samples", ["1", "10", "100"], "The K's of the importance-weighted bound.")
-flags.DEFINE_list("parzen_sigmas", None, "The Parzen sigma grid (default: 17 values from 0.02 "
-                  "to 0.8, log-spaced).")
+flag_types.DEFINE_positive_ints("iwae_samples", [1, 10, 100],
+                                "The K's of the importance-weighted bound.")
+flag_types.DEFINE_positive_floats("parzen_sigmas", None, "The Parzen sigma grid (default: 17 "
+                                  "values from 0.02 to 0.8, log-spaced).")
 flags.DEFINE_integer("eval_batch_size", 32, "Faces per call in the evaluation.")
 flags.DEFINE_list("figures", ["attributes", "edits", "removal", "traversals", "arithmetic"],
                   "Which figures.")
@@ -114,7 +117,7 @@ def main(argv):
 
     extra = {}
     if FLAGS.parzen_sigmas:
-        extra["parzen_sigmas"] = tuple(float(s) for s in FLAGS.parzen_sigmas)
+        extra["parzen_sigmas"] = tuple(FLAGS.parzen_sigmas)
     overrides = _pairs(FLAGS.override, "override")
     if FLAGS.num_steps:
         overrides["training.num_steps"] = FLAGS.num_steps
@@ -123,13 +126,13 @@ def main(argv):
         overrides["training.stop_min_delta"] = FLAGS.stop_min_delta
     settings = reproduce.ReproduceSettings(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir,
-        preset=FLAGS.preset, seeds=tuple(int(s) for s in FLAGS.seeds),
+        preset=FLAGS.preset, seeds=tuple(FLAGS.seeds),
         models=tuple(FLAGS.models), classifier_steps=FLAGS.classifier_steps,
         classifier_overrides=_pairs(FLAGS.classifier_override, "classifier_override"),
         overrides=overrides, data_options=_pairs(FLAGS.data_options, "data_options"),
         evaluation=evaluate.EvalSettings(
             num_test=FLAGS.num_test or None, batch_size=FLAGS.eval_batch_size,
-            iwae_samples=tuple(int(k) for k in FLAGS.iwae_samples),
+            iwae_samples=tuple(FLAGS.iwae_samples),
             parzen_num_test=FLAGS.parzen_num_test or None,
             parzen_num_validation=FLAGS.parzen_num_validation or None,
             parzen_samples=FLAGS.parzen_samples, show_progress=FLAGS.progress, **extra),

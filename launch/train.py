@@ -39,8 +39,16 @@ _MODEL = _model_in_argv(sys.argv)
 
 
 def _check_overrides() -> None:
-    """A misspelt --config.<field> fails here in one line (the flag parser's error is a long
-    traceback). Only for the model's own config file; a --config=path is checked by the parser."""
+    """A misspelt --config.<field>, or a --config file that does not exist, fails here in one
+    line (the flag parser's error is a long traceback). Overrides are checked for the model's own
+    config file; those of a --config=path by the parser."""
+    for arg in sys.argv[1:]:
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1].split(":", 1)[0]
+            if not os.path.isfile(path):
+                sys.exit(f"--config={path}: no such config file (give the path of a config "
+                         "file, e.g. cmma_jax/configs/cmma.py, or leave --config out and pass "
+                         "--model).")
     if any(a.startswith("--config=") for a in sys.argv) or _MODEL not in MODEL_NAMES:
         return
     from cmma_jax.configs import CONFIGS, unknown_overrides

@@ -74,3 +74,40 @@ def test_a_truncated_results_file_is_redone_not_a_crash(tmp_path, capsys):
     reason = reproduce.evaluation_finished(str(tmp_path), [], [], evaluate.EvalSettings(), None)
     assert reason == "not evaluated yet"  # evaluated again, where it raised JSONDecodeError
     assert "results.json is unreadable" in capsys.readouterr().out
+
+
+def test_output_folders_are_checked_before_any_work(tmp_path):
+    blocking = tmp_path / "a_file"
+    blocking.write_text("")
+    with pytest.raises(files.OutputDirError, match=r"--output_dir .*a_file is a file, not a "
+                                                   r"folder.*Nothing was computed"):
+        files.ensure_writable_dir(str(blocking), "--output_dir")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        if os.access(read_only, os.W_OK):  # root ignores permissions
+            pytest.skip("this user can write anywhere")
+        with pytest.raises(files.OutputDirError, match=r"cannot be written"):
+            files.ensure_writable_dir(str(read_only / "sub"), "--output_dir")
+    finally:
+        read_only.chmod(0o700)
+
+
+@pytest.mark.parametrize("door", ["evaluate.py", "generate.py", "ground_truth.py"])
+def test_the_doors_refuse_an_output_dir_that_is_a_file_before_loading_anything(door, tmp_path):
+    import pathlib
+    import sys
+
+    from conftest import run_command
+
+    blocking = tmp_path / "results"
+    blocking.write_text("")
+    # The workdir does not even exist: the output is checked first, in one line.
+    result = run_command([sys.executable, f"launch/{door}", f"--workdirs={tmp_path}/none",
+                          f"--output_dir={blocking}"],
+                         cwd=str(pathlib.Path(__file__).resolve().parents[1]))
+    assert result.returncode != 0
+    assert result.stderr.strip() == (f"launch/{door}: --output_dir {blocking} is a file, not a "
+                                     "folder: choose another path or move the file away. Nothing "
+                                     "was computed."), result.stderr[-2000:]

@@ -127,7 +127,16 @@ def test_cli_rejects_a_config_for_another_model(tiny_data_dir, tmp_path):
     cmd[cmd.index("--model") + 1] = "vlae"
     # A config file comes before its overrides on the command line.
     cmd.insert(cmd.index("--model") + 2, f"--config={REPO / 'cmma_jax' / 'configs' / 'cvae.py'}")
-    result = run_command(cmd, env=_env(),
-                            cwd=REPO)
+    result = run_command(cmd, env=_env(), cwd=REPO)
     assert result.returncode != 0
     assert "--model=vlae but the config file is for 'cvae'" in result.stderr
+
+
+def test_cli_names_a_config_file_that_does_not_exist_in_one_line(tmp_path):
+    result = run_command([sys.executable, "launch/train.py", f"--config={tmp_path}/nope.py:small",
+                          f"--workdir={tmp_path / 'w'}"], env=_env(), cwd=REPO)
+    assert result.returncode != 0
+    assert result.stderr.strip() == (f"--config={tmp_path}/nope.py: no such config file (give the "
+                                     "path of a config file, e.g. cmma_jax/configs/cmma.py, or "
+                                     "leave --config out and pass --model).")
+    assert not (tmp_path / "w").exists()

@@ -164,6 +164,18 @@ def test_a_resume_skips_a_damaged_checkpoint_and_ends_like_a_clean_run(copy_of, 
     assert checkpoints.verify(copy_of, 8) is True
 
 
+def test_a_checkpoint_without_a_hash_loads_with_a_warning_that_it_is_unverified(copy_of,
+                                                                                   caplog):
+    _, _, state = workdirs.load_trained(copy_of)
+    assert "unverified" not in caplog.text
+    os.remove(os.path.join(copy_of, checkpoints.HASH_FILE))  # an older workdir
+    _damage(copy_of, 8)  # damage that only a hash would have found
+    with caplog.at_level("WARNING"):
+        workdirs.load_trained(copy_of)
+    assert "checkpoints/8 has no recorded content hash" in caplog.text
+    assert "restored unverified" in caplog.text
+
+
 def test_an_unreadable_unhashed_checkpoint_is_skipped_on_resume(copy_of, trained, tiny_data_dir):
     os.remove(os.path.join(copy_of, checkpoints.HASH_FILE))  # saved before hashes existed
     shutil.rmtree(os.path.join(copy_of, "checkpoints", "8", "state"))

@@ -886,6 +886,8 @@ def ground_truth(workdirs: Sequence[str], settings: GroundTruthSettings | None =
       FileNotFoundError: for a workdir without a config or checkpoint.
     """
     settings = settings or GroundTruthSettings()
+    if output_dir is not None:  # before the work, not after it
+        files_lib.ensure_writable_dir(output_dir, "--output_dir")
     if not workdirs:
         raise InputError("No workdirs: pass trained models (--workdirs=...).")
     t_start = time.perf_counter()

@@ -181,6 +181,8 @@ def evaluate_workdirs(workdirs: Sequence[str], settings: EvalSettings | None = N
       FileNotFoundError: for a workdir without a checkpoint.
     """
     settings = settings or EvalSettings()
+    if output_dir is not None:  # before the work, not after it
+        files.ensure_writable_dir(output_dir, "--output_dir")
     models = [load_model(w) for w in workdirs]
     data_section = data_config_for(models, data_dir=settings.data_dir,
                                    prepared_dir=settings.prepared_dir)
