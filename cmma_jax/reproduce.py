@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import fcntl
 import json
 import math
 import os
@@ -380,21 +381,55 @@ def _merge_settings(workdir: str, settings: ReproduceSettings
     return record, dataclasses.replace(settings, seeds=seeds, models=models)
 
 
+@contextlib.contextmanager
+def _records_lock(workdir: str) -> Iterator[None]:
+    """Holds `<workdir>/.records.lock` while reproduce.json or timings.json is read, changed and
+    written, so that two reproductions on one workdir (one training, one evaluating) keep every
+    record. Held for milliseconds; the OS releases it when the process ends."""
+    with open(os.path.join(workdir, ".records.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _record_run(workdir: str, record: dict[str, Any], settings: ReproduceSettings,
-                command: str | None, stages: Sequence[str]) -> None:
-    record["settings"] = settings.to_dict()
-    record["runs"].append({"command": command, "stages": list(stages),
-                           "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                           "host": socket.gethostname(), "seconds": None})
-    _write_json(os.path.join(workdir, SETTINGS_FILE), record)
+                command: str | None, stages: Sequence[str]) -> str:
+    """Appends this run to reproduce.json (read again under the lock: another reproduction may
+    have added its own run meanwhile); returns the run's id."""
+    run_id = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+    path = os.path.join(workdir, SETTINGS_FILE)
+    with _records_lock(workdir):
+        stored = _read_json(path) or {"runs": []}
+        stored["settings"] = settings.to_dict()
+        stored["runs"].append({"command": command, "stages": list(stages),
+                               "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                               "host": socket.gethostname(), "seconds": None, "id": run_id})
+        _write_json(path, stored)
+    record.clear()
+    record.update(stored)
+    return run_id
+
+
+def _finish_run(workdir: str, run_id: str, seconds: float) -> dict[str, Any]:
+    """Records this run's seconds in reproduce.json (under the lock); returns the record."""
+    path = os.path.join(workdir, SETTINGS_FILE)
+    with _records_lock(workdir):
+        stored = _read_json(path) or {"runs": []}
+        for run in stored["runs"]:
+            if run.get("id") == run_id:
+                run["seconds"] = seconds
+        _write_json(path, stored)
+    return stored
 
 
 class _Timings:
     """Seconds per stage, summed over the runs that worked on it (timings.json)."""
 
     def __init__(self, workdir: str):
+        self.workdir = workdir
         self.path = os.path.join(workdir, TIMINGS_FILE)
-        self.values: dict[str, float] = _read_json(self.path, {})
 
     @contextlib.contextmanager
     def time(self, name: str) -> Iterator[None]:
@@ -402,8 +437,11 @@ class _Timings:
         try:
             yield
         finally:
-            self.values[name] = self.values.get(name, 0.0) + time.perf_counter() - start
-            _write_json(self.path, self.values)
+            # Read again under the lock: another reproduction may have added its seconds.
+            with _records_lock(self.workdir):
+                values = _read_json(self.path, {})
+                values[name] = values.get(name, 0.0) + time.perf_counter() - start
+                _write_json(self.path, values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -885,7 +923,7 @@ def reproduce(settings: ReproduceSettings, workdir: str, *, stages: Sequence[str
                                   model_config(settings, model, seed))
     _check_workdir_config(os.path.join(workdir, CLASSIFIER_DIR), classifier_config(settings),
                           generative=False)
-    _record_run(workdir, record, settings, command, stages)
+    run_id = _record_run(workdir, record, settings, command, stages)
     timings = _Timings(workdir)
     start = time.perf_counter()
     steps: list[tuple[str, Callable[[], Any]]] = [
@@ -897,8 +935,7 @@ def reproduce(settings: ReproduceSettings, workdir: str, *, stages: Sequence[str
     for name, run in steps:
         if name in stages:
             run()
-    record["runs"][-1]["seconds"] = time.perf_counter() - start
-    _write_json(os.path.join(workdir, SETTINGS_FILE), record)
+    record = _finish_run(workdir, run_id, time.perf_counter() - start)
     if "report" in stages:
         return _report_stage(workdir, settings, record)
     return {}

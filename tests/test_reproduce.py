@@ -292,3 +292,23 @@ def test_a_run_stopped_by_the_convergence_rule_counts_as_trained(tmp_path):
     assert reproduce.loaded_step(workdir) == 6
     os.makedirs(os.path.join(checkpoints.directory(convergence.best_workdir(workdir)), "2"))
     assert reproduce.loaded_step(workdir) == 2
+
+
+def test_two_reproductions_on_one_workdir_keep_every_record(tmp_path):
+    """Two runs on one workdir (one training, one evaluating) each read the records, then write
+    them: before the records were locked and read again, the second write lost the first's."""
+    workdir = str(tmp_path)
+    settings = reproduce.ReproduceSettings(preset="tiny")
+    first, second = {"runs": []}, {"runs": []}  # both read reproduce.json before either wrote
+    a = reproduce._record_run(workdir, first, settings, "python a", ("train",))
+    b = reproduce._record_run(workdir, second, settings, "python b", ("evaluate",))
+    reproduce._finish_run(workdir, a, 12.0)
+    record = reproduce._finish_run(workdir, b, 3.0)
+    assert [(r["command"], r["seconds"]) for r in record["runs"]] == [("python a", 12.0),
+                                                                       ("python b", 3.0)]
+    timings_a, timings_b = reproduce._Timings(workdir), reproduce._Timings(workdir)
+    with timings_a.time("train seed_0 cmma"):
+        with timings_b.time("evaluate seed_0"):
+            pass
+    stored = json.load(open(os.path.join(workdir, "timings.json")))
+    assert sorted(stored) == ["evaluate seed_0", "train seed_0 cmma"]
