@@ -203,9 +203,27 @@ def drop_damaged(workdir: str) -> list[int]:
     return dropped
 
 
+class _RotatedAway(Exception):
+    """The checkpoint being read was removed meanwhile (a training run rotating its checkpoints:
+    `keep_checkpoints`)."""
+
+    def __init__(self, step: int):
+        super().__init__(step)
+        self.step = step
+
+
+# How many times a reader of the latest checkpoint moves on to the newest one when a training run
+# rotates the one it was reading away.
+ROTATION_RETRIES = 5
+
+
 def restore_state(workdir: str, abstract_state: PyTree, step: int | None = None
                   ) -> tuple[PyTree, int]:
     """The train state saved in `workdir` (read only; nothing is created or deleted).
+
+    A training run may be writing the workdir meanwhile (`evaluate` beside a training): when the
+    checkpoint being read is rotated away, a reader of the latest checkpoint reads the newest one
+    instead; a reader of a given `step` is told it was removed.
 
     Args:
       workdir: a workdir written by the trainer or the classifier.
@@ -217,10 +235,29 @@ def restore_state(workdir: str, abstract_state: PyTree, step: int | None = None
       `(state, step)`.
 
     Raises:
-      FileNotFoundError: if the workdir has no checkpoint (or not that step).
+      FileNotFoundError: if the workdir has no checkpoint (or not that step, or it was removed
+        while it was read).
       DamagedCheckpointError: if the checkpoint does not match its recorded hash or cannot be
         read (nothing is loaded from it).
     """
+    for _ in range(ROTATION_RETRIES):
+        try:
+            return _restore_once(workdir, abstract_state, step)
+        except _RotatedAway as e:
+            if step is not None:
+                raise FileNotFoundError(
+                    f"The checkpoint of step {e.step} in {directory(workdir)} was removed while "
+                    "it was read (a training run keeps only its last keep_checkpoints); load "
+                    "the latest (step=None) or a step that is kept.") from None
+            logging.warning("The checkpoint of step %d in %s was rotated away while it was read; "
+                            "reading the newest one.", e.step, directory(workdir))
+    raise FileNotFoundError(f"The checkpoints in {directory(workdir)} were rotated away "
+                            f"{ROTATION_RETRIES} times while being read; read them once the "
+                            "training run has stopped, or with a larger keep_checkpoints.")
+
+
+def _restore_once(workdir: str, abstract_state: PyTree, step: int | None
+                  ) -> tuple[PyTree, int]:
     path = directory(workdir)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"No checkpoint in {path}: the folder does not exist.")
@@ -235,6 +272,8 @@ def restore_state(workdir: str, abstract_state: PyTree, step: int | None = None
                                     f"{sorted(mngr.all_steps())}.")
         path = step_directory(workdir, step)
         verified = verify(workdir, step)
+        if verified is False and not os.path.isdir(path):
+            raise _RotatedAway(step)
         if verified is None:
             logging.warning("The checkpoint %s has no recorded content hash (saved by an older "
                             "version, or its %s is missing): it is restored unverified, so "
@@ -247,6 +286,8 @@ def restore_state(workdir: str, abstract_state: PyTree, step: int | None = None
         try:
             return restore(mngr, step, _on_default_device(abstract_state)), int(step)
         except (OSError, ValueError, KeyError) as e:
+            if not os.path.isdir(path):
+                raise _RotatedAway(step) from e
             raise DamagedCheckpointError(
                 f"The checkpoint {path} cannot be read ({type(e).__name__}: {e}); load an "
                 "earlier step (step=...).") from e

@@ -283,13 +283,19 @@ def figures_dir(workdir: str, seed: int) -> str:
 
 def training_finished(workdir: str, num_steps: int) -> bool:
     """Whether the workdir's latest checkpoint is at `num_steps`, or the convergence rule stopped
-    the run at its latest checkpoint."""
+    the run at its latest checkpoint, and that checkpoint is not damaged (a damaged one is not
+    finished: the trainer moves it aside and trains again from the newest that verifies)."""
     latest = checkpoints.latest_step(workdir)
-    if latest == int(num_steps):
-        return True
+    if latest is None:
+        return False
     stopped = convergence.read_stopped(workdir)
-    return bool(stopped and stopped["rule"] == convergence.CONVERGED
-                and stopped["step"] == latest)
+    ended = latest == int(num_steps) or bool(
+        stopped and stopped["rule"] == convergence.CONVERGED and stopped["step"] == latest)
+    if ended and checkpoints.verify(workdir, latest) is False:
+        _say(f"{checkpoints.step_directory(workdir, latest)} is damaged: trained again from the "
+             "newest checkpoint that verifies")
+        return False
+    return ended
 
 
 def loaded_step(workdir: str) -> int | None:

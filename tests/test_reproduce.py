@@ -312,3 +312,26 @@ def test_two_reproductions_on_one_workdir_keep_every_record(tmp_path):
             pass
     stored = json.load(open(os.path.join(workdir, "timings.json")))
     assert sorted(stored) == ["evaluate seed_0", "train seed_0 cmma"]
+
+
+def test_a_damaged_final_checkpoint_is_trained_again_not_skipped(run, tiny_data_dir, tmp_path,
+                                                                  capsys):
+    import shutil
+
+    workdir, _, _ = run
+    path = str(tmp_path / "cmma")
+    shutil.copytree(os.path.join(workdir, "seed_0", "cmma"), path)
+    assert reproduce.training_finished(path, 2)
+    state_dir = os.path.join(checkpoints.step_directory(path, 2), "state")
+    largest = max((os.path.join(r, f) for r, _, names in os.walk(state_dir) for f in names),
+                  key=os.path.getsize)
+    with open(largest, "r+b") as f:
+        f.seek(os.path.getsize(largest) // 2)
+        f.write(b"\xff" * 8)
+    assert not reproduce.training_finished(path, 2)
+    assert "is damaged: trained again" in capsys.readouterr().out
+    # What the train stage then does: the trainer moves it aside and trains it again.
+    train.train_and_evaluate(reproduce.model_config(_settings(tiny_data_dir, seeds=(0,)),
+                                                    "cmma", 0), path)
+    assert reproduce.training_finished(path, 2)
+    assert checkpoints.verify(path, 2) is True

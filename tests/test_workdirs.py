@@ -249,3 +249,33 @@ def test_a_workdir_without_a_checkpoint_takes_a_corrected_config(tiny_data_dir, 
     # With a checkpoint, the same change is refused as before.
     with pytest.raises(workdirs.WorkdirMismatchError, match="optimizer.learning_rate"):
         workdirs.check_resumable(workdir, wrong)
+
+
+def test_a_checkpoint_rotated_away_while_read_gives_the_newest_or_says_so(copy_of,
+                                                                           monkeypatch):
+    """`evaluate` beside a training run with keep_checkpoints=1: the checkpoint it reads may be
+    removed under it. It used to fail with a raw TensorStore error, a FileNotFoundError or a
+    DamagedCheckpointError for a checkpoint that was merely rotated away."""
+    original = checkpoints.restore
+    calls = []
+
+    def rotating(mngr, step, *args, **kwargs):
+        calls.append(step)
+        if step == 8 and len(calls) == 1:  # the trainer removes it while it is read
+            shutil.rmtree(os.path.join(copy_of, "checkpoints", "8"))
+            raise FileNotFoundError("a TensorStore file vanished")
+        return original(mngr, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "restore", rotating)
+    _, _, state = workdirs.load_trained(copy_of)  # the latest: the newest that is left
+    assert int(state.step) == 4 and calls == [8, 4]
+
+
+def test_a_given_step_rotated_away_while_read_is_named(copy_of, monkeypatch):
+    def rotating(mngr, step, *args, **kwargs):
+        shutil.rmtree(os.path.join(copy_of, "checkpoints", str(step)))
+        raise ValueError("orbax could not read it")
+
+    monkeypatch.setattr(checkpoints, "restore", rotating)
+    with pytest.raises(FileNotFoundError, match=r"step 8 .* was removed while it was read"):
+        workdirs.load_trained(copy_of, step=8)
