@@ -495,3 +495,12 @@ def test_worker_processes_die_with_a_killed_run(prepared_dir, tmp_path):
         assert len(workers) >= 2, [c.cmdline() for c in children]
     finally:
         kill_and_expect_no_survivors(run, children)
+
+
+def test_a_split_asked_to_be_empty_names_the_option_not_the_folder(tmp_path):
+    options = {"num_train": 16, "num_validation": 4, "num_test": 0, "seed": 5}
+    with pytest.raises(ValueError, match=r"The 'test' split of 'synthetic_faces' has no faces: it "
+                                         r"was made with num_test=0 \(--config.data.options."
+                                         r"num_test\)"):
+        pipeline.data_source("synthetic_faces", "test", prepared_dir=str(tmp_path),
+                             options=options)

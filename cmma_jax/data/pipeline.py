@@ -234,6 +234,13 @@ def data_source(
     if split not in builder.info.splits:  # a folder too small to give this split any face
         sizes = {s: int(builder.info.splits[s].num_examples) for s in SPLITS
                  if s in builder.info.splits}
+        option = f"num_{split}"
+        if (options or {}).get(option) == 0:  # asked for: the fix is the option, not the folder
+            raise ValueError(
+                f"The {split!r} split of {name!r} has no faces: it was made with {option}=0"
+                f" (--config.data.options.{option}). Use another split, or data (and models"
+                f" trained on it) with {option} > 0."
+            )
         raise ValueError(
             f"The {split!r} split of {name!r} has no faces: the folder is too small to give it"
             f" any. The splits have: {', '.join(f'{s} {n}' for s, n in sizes.items())} faces."
