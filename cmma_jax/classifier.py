@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -61,6 +61,7 @@ __all__ = [
     "predict",
     "train_classifier",
     "load_classifier",
+    "load_predict_fn",
     "evaluate_classifier",
 ]
 
@@ -312,3 +313,21 @@ def load_classifier(workdir: str, step: int | None = None):
     abstract = jax.eval_shape(lambda k: init_state(k, config, len(names)), jax.random.key(0))
     state, _ = checkpoints.restore_state(workdir, abstract, step)
     return config, names, state.params
+
+
+def load_predict_fn(workdir: str, attribute_names) -> tuple[Callable[[Array], Array], Any]:
+    """The classifier in `workdir` as `images [B, 64, 64, 3] -> probabilities [B, A]` (jitted),
+    with its config, for models of `attribute_names`.
+
+    Raises:
+      FileNotFoundError: if `workdir` holds no classifier.
+      ValueError: if it was trained on other attributes than `attribute_names`.
+    """
+    config, names, params = load_classifier(workdir)
+    if tuple(names) != tuple(attribute_names):
+        raise ValueError(
+            f"The classifier in {workdir} was trained on the attributes of "
+            f"{config.data.name!r} ({len(names)}), the models on others "
+            f"({len(attribute_names)}); train a classifier on the models' dataset.")
+    return functools.partial(jax.jit(functools.partial(predict, config=config)), params), config
+

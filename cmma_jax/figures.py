@@ -28,7 +28,9 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from cmma_jax import classifier as classifier_lib
 from cmma_jax import data, files
+from cmma_jax import verdicts as verdicts_lib
 from cmma_jax.data import exclusions
 from cmma_jax.data.reading import SplitReader
 from cmma_jax.images import labelled_grid, save_png, tile_images
@@ -90,29 +92,8 @@ def attribute_indices(requested: Sequence[str], available: Sequence[str],
     return [available.index(n) for n in requested]
 
 
-def on_off_values(raw_attributes: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
-    """The values that mean "present" and "absent" for each attribute, in a model's encoding.
-
-    The mean encoded value over the faces where the attribute is present (raw value > 0) and
-    absent: 1 and 0 for "binary", +1 and -1 for "signed", typical positive and negative scores
-    for LFW's "raw" scores. Without any face on one side, the encoding's nominal value.
-
-    Args:
-      raw_attributes: `[N, A]` raw values of some faces of the dataset.
-      encoding: the model's attribute encoding.
-
-    Returns:
-      `(on, off)`, each `[A]` float32.
-    """
-    raw = np.asarray(raw_attributes, np.float32)
-    encoded = data.encode_attributes(raw, encoding)
-    present = raw > 0
-    nominal_on = data.encode_attributes(np.ones((1, raw.shape[1]), np.float32), encoding)[0]
-    nominal_off = data.encode_attributes(-np.ones((1, raw.shape[1]), np.float32), encoding)[0]
-    n_on, n_off = present.sum(0), (~present).sum(0)
-    on = np.where(n_on > 0, (encoded * present).sum(0) / np.maximum(n_on, 1), nominal_on)
-    off = np.where(n_off > 0, (encoded * ~present).sum(0) / np.maximum(n_off, 1), nominal_off)
-    return on.astype(np.float32), off.astype(np.float32)
+# The values that mean "present" and "absent" in a model's encoding (data layer).
+on_off_values = exclusions.on_off_values
 
 
 def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
@@ -202,7 +183,8 @@ def _models_with(models, capability: str):
 def faces_from_attributes_figure(models, raw_attributes: np.ndarray, names: Sequence[str], *,
                                  rows: Sequence[str], columns: Sequence[str], base: str = "mode",
                                  temperature: float = 0.0, seed: int = 0,
-                                 dataset: str = "the dataset") -> Image.Image:
+                                 dataset: str = "the dataset",
+                                 verdicts: dict[str, Any] | None = None) -> Image.Image:
     """Figure 4: one labelled grid per model (rows: two attributes on/off; columns: one more
     attribute switched on), tiled (`images.tile_images`).
 
@@ -213,6 +195,8 @@ def faces_from_attributes_figure(models, raw_attributes: np.ndarray, names: Sequ
       rows, columns, base: as `attribute_grid_inputs`.
       temperature: the prior noise scale (0: the paper's "variance set to 0", means only).
       seed: the noise seed (used when temperature > 0; the same noise in every cell).
+      verdicts: `verdicts.switch_verdicts` of these columns: each column label then gives the
+        classifier's share of faces showing the attribute without → with the switch.
     """
     panels = []
     for m in _models_with(models, "sample"):
@@ -225,6 +209,11 @@ def faces_from_attributes_figure(models, raw_attributes: np.ndarray, names: Sequ
         flat = jnp.asarray(attrs.reshape(r * c, a))
         faces = jax.vmap(lambda y: sample(m.params, y[None], jax.random.key(seed),
                                           temperature)[0])(flat)
+        judged = (verdicts or {}).get("models", {}).get(m.label)
+        if judged:
+            col_labels = [col_labels[0]] + [
+                f"{label} {100 * judged[a]['off']:.0f}→{100 * judged[a]['on']:.0f}%"
+                if a in judged else label for label, a in zip(col_labels[1:], columns)]
         panels.append(labelled_grid(np.asarray(faces).reshape(r, c, *faces.shape[1:]),
                                     row_labels, col_labels,
                                     title=f"{m.label}, T={temperature:g}"))
@@ -416,6 +405,11 @@ class FigureSettings:
       data_dir, prepared_dir: where the raw folder and the prepared datasets are now, if they
         moved since training (None: as the models were trained).
       png_colors: quantise the PNGs to this many colours (smaller files; None: full colour).
+      classifier_workdir: an attribute classifier (`launch/train_classifier.py`) of the models'
+        attributes: its verdict on each column of Figure 4 and each edit of Figure 6
+        (`cmma_jax.verdicts`) goes beside them (`*_verdicts.md`/`.json`) and into Figure 4's
+        column labels. None: no verdict.
+      verdict_faces: faces judged per model, attribute and side of the switch.
     """
 
     figures: tuple[str, ...] = FIGURES
@@ -438,6 +432,8 @@ class FigureSettings:
     data_dir: str | None = None
     prepared_dir: str | None = None
     png_colors: int | None = None
+    classifier_workdir: str | None = None
+    verdict_faces: int = verdicts_lib.NUM_FACES
 
     def __post_init__(self):
         unknown = sorted(set(self.figures) - set(FIGURES))
@@ -528,13 +524,33 @@ def generate_figures(workdirs: Sequence[str], output_dir: str,
                                  colors=settings.png_colors)
         log(f"wrote {written[name]}")
 
+    predict_fn = (classifier_lib.load_predict_fn(settings.classifier_workdir, names)[0]
+                  if settings.classifier_workdir else None)
+
+    def judge(name, attributes, capability, title):
+        if predict_fn is None:
+            return None
+        judged = verdicts_lib.switch_verdicts(
+            models, images, raw, list(names), attributes, predict_fn, capability=capability,
+            temperature=settings.temperature, seed=settings.seed,
+            num_faces=settings.verdict_faces)
+        written[f"{name}_verdicts"] = files.write_text(
+            os.path.join(output_dir, f"{name}_verdicts.md"), verdicts_lib.markdown(judged, title))
+        files.write_json(os.path.join(output_dir, f"{name}_verdicts.json"), judged)
+        log(f"wrote {written[f'{name}_verdicts']}")
+        return judged
+
     if "attributes" in settings.figures:
+        judged = judge("faces_from_attributes", list(columns), "sample",
+                       "Faces from attributes: is the switched attribute visible?")
         save("faces_from_attributes", faces_from_attributes_figure(
             models, raw, names, rows=rows, columns=columns, base=settings.base,
-            temperature=settings.temperature, seed=settings.seed, dataset=label))
+            temperature=settings.temperature, seed=settings.seed, dataset=label,
+            verdicts=judged))
     editors = _models_with(models, "edit")
     if "edits" in settings.figures:
         if editors:
+            judge("edits", list(edits), "edit", "Edits: is the switched attribute visible?")
             save("edits", edit_figure(editors, images[faces], raw[faces], names, edits=edits,
                                       face_labels=face_labels, on_off_from=raw, dataset=label))
         else:

@@ -313,8 +313,8 @@ def _checkpoint_mtime(workdir: str) -> float:
         return 0.0
     path = os.path.join(checkpoints.directory(workdir), str(step))
     times = [os.path.getmtime(path)] if os.path.exists(path) else [0.0]
-    for root, _, files in os.walk(path):
-        times += [os.path.getmtime(os.path.join(root, f)) for f in files]
+    for root, _, names in os.walk(path):
+        times += [os.path.getmtime(os.path.join(root, f)) for f in names]
     return max(times)
 
 

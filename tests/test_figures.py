@@ -188,3 +188,33 @@ def test_figure_columns_and_edits_switch_the_excluded_attributes_off():
     # may have none of them); faces 1 and 2 get glasses and lose "no eyewear".
     np.testing.assert_array_equal(toggled[:, 2:], [[0, 0], [1, 0], [1, 0]])
     np.testing.assert_array_equal(toggled[:, :2], raw[:3, :2] > 0)
+
+
+def test_the_classifier_verdict_goes_beside_the_figures(drawn, tiny_data_dir, tmp_path):
+    import json
+
+    from cmma_jax import classifier
+    from conftest import TINY_DATA_OPTIONS
+
+    config = eval_helpers.classifier_config(tiny_data_dir, num_steps=2)
+    config.data.options = dict(TINY_DATA_OPTIONS)
+    config.training.batch_size = 8
+    classifier.train_classifier(config, str(tmp_path / "classifier"))
+    workdirs = drawn[0]
+    settings = figures.FigureSettings(figures=("attributes", "edits"), pool_size=32,
+                                      faces=(0, 3), classifier_workdir=str(tmp_path /
+                                                                           "classifier"),
+                                      verdict_faces=8)
+    written = figures.generate_figures([workdirs["cmma"], workdirs["cgan"]], str(tmp_path / "f"),
+                                       settings, log=lambda _: None)
+    assert sorted(written) == ["edits", "edits_verdicts", "faces_from_attributes",
+                               "faces_from_attributes_verdicts"]
+    judged = json.load(open(tmp_path / "f" / "faces_from_attributes_verdicts.json"))
+    assert judged["attributes"] == list(figures.figure_defaults("synthetic_faces")["columns"])
+    assert len(judged["models"]) == 2  # both sample
+    for row in judged["models"].values():
+        for verdict in row.values():
+            assert 0 <= verdict["off"] <= 1 and 0 <= verdict["on"] <= 1 and verdict["n"] <= 8
+    edits = json.load(open(tmp_path / "f" / "edits_verdicts.json"))
+    assert len(edits["models"]) == 1  # the CGAN cannot edit
+    assert "| real faces with it (classifier recall) |" in open(written["edits_verdicts"]).read()

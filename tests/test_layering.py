@@ -42,6 +42,7 @@ LAYERS = {
     "cmma_jax.classifier": 5,
     "cmma_jax.evaluate": 6,
     "cmma_jax.figures": 6,
+    "cmma_jax.verdicts": 6,
     "cmma_jax.curves": 6,
     "cmma_jax.reproduce": 7,
 }

@@ -9,12 +9,15 @@ on. Rather than declare the groups per dataset, `exclusions` finds them in the f
 excluded by c when, among the faces with c, d is (almost) never present although independence
 would have put it on many of them. `switch_on` then sets c and clears what c excludes.
 
-Pure numpy over raw attributes (positive = present), as the datasets give them.
+Pure numpy over raw attributes (positive = present), as the datasets give them; `on_off_values`
+gives what "present" and "absent" are in a model's attribute encoding.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from cmma_jax.data.pipeline import encode_attributes
 
 # d is excluded by c when at most this share of the faces with c have d...
 MAX_SHARE = 0.01
@@ -49,6 +52,31 @@ def exclusions(raw_attributes: np.ndarray, *, max_share: float = MAX_SHARE,
     return out
 
 
+def on_off_values(raw_attributes: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """The values that mean "present" and "absent" for each attribute, in a model's encoding.
+
+    The mean encoded value over the faces where the attribute is present (raw value > 0) and
+    absent: 1 and 0 for "binary", +1 and -1 for "signed", typical positive and negative scores
+    for LFW's "raw" scores. Without any face on one side, the encoding's nominal value.
+
+    Args:
+      raw_attributes: `[N, A]` raw values of some faces of the dataset.
+      encoding: the model's attribute encoding.
+
+    Returns:
+      `(on, off)`, each `[A]` float32.
+    """
+    raw = np.asarray(raw_attributes, np.float32)
+    encoded = encode_attributes(raw, encoding)
+    present = raw > 0
+    nominal_on = encode_attributes(np.ones((1, raw.shape[1]), np.float32), encoding)[0]
+    nominal_off = encode_attributes(-np.ones((1, raw.shape[1]), np.float32), encoding)[0]
+    n_on, n_off = present.sum(0), (~present).sum(0)
+    on = np.where(n_on > 0, (encoded * present).sum(0) / np.maximum(n_on, 1), nominal_on)
+    off = np.where(n_off > 0, (encoded * ~present).sum(0) / np.maximum(n_off, 1), nominal_off)
+    return on.astype(np.float32), off.astype(np.float32)
+
+
 def switch_on(encoded: np.ndarray, index: int, excluded: np.ndarray, on: np.ndarray,
               off: np.ndarray) -> np.ndarray:
     """Attribute vectors with attribute `index` set to its "on" value and every attribute that it
@@ -67,4 +95,4 @@ def switch_on(encoded: np.ndarray, index: int, excluded: np.ndarray, on: np.ndar
     return out
 
 
-__all__ = ["MAX_SHARE", "MIN_EXPECTED", "exclusions", "switch_on"]
+__all__ = ["MAX_SHARE", "MIN_EXPECTED", "exclusions", "on_off_values", "switch_on"]

@@ -58,7 +58,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import json
 import math
 import os
 import sys
@@ -654,18 +653,11 @@ def markdown_report(results: Mapping[str, Any]) -> str:
 
 def _load_classifier(workdir: str):
     try:
-        c_config, c_names, c_params = classifier_lib.load_classifier(workdir)
-    except ValueError as e:  # another model's workdir
-        raise InputError(f"{e} Pass a workdir of launch/train_classifier.py as "
-                         "--classifier_workdir.") from None
-    if tuple(c_names) != tuple(ATTRIBUTE_NAMES):
-        raise InputError(
-            f"The classifier in {workdir} was trained on other attributes ({len(c_names)}, of "
-            f"{c_config.data.get('name')!r}) than synthetic_faces' {len(ATTRIBUTE_NAMES)}; train "
-            "one with launch/train_classifier.py --dataset=synthetic_faces.")
-    jitted = jax.jit(functools.partial(classifier_lib.predict, config=c_config))
-    params = jax.device_put(c_params)
-    return (lambda x: np.asarray(jitted(params, x))), c_config
+        predict, c_config = classifier_lib.load_predict_fn(workdir, ATTRIBUTE_NAMES)
+    except ValueError as e:  # another model's workdir, or other attributes
+        raise InputError(f"{e} Pass a workdir of launch/train_classifier.py "
+                         "--dataset=synthetic_faces as --classifier_workdir.") from None
+    return (lambda x: np.asarray(predict(x))), c_config
 
 
 def _figure_columns(present: np.ndarray, count: int) -> np.ndarray:

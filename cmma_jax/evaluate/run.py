@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import functools
-import json
 import math
 import os
 import sys
@@ -189,15 +187,7 @@ def evaluate_workdirs(workdirs: Sequence[str], settings: EvalSettings | None = N
     names = models[0].attribute_names
     predict_fn, classifier_info = None, None
     if "fidelity" in settings.estimators and settings.classifier_workdir:
-        c_config, c_names, c_params = classifier_lib.load_classifier(settings.classifier_workdir)
-        if tuple(c_names) != tuple(names):
-            raise ValueError(
-                f"The classifier in {settings.classifier_workdir} was trained on the attributes "
-                f"of {c_config.data.name!r} ({len(c_names)}), the models on those of "
-                f"{data_section.name!r} ({len(names)}); train a classifier on the models' "
-                "dataset.")
-        jitted = jax.jit(functools.partial(classifier_lib.predict, config=c_config))
-        predict_fn = functools.partial(jitted, c_params)
+        predict_fn, c_config = classifier_lib.load_predict_fn(settings.classifier_workdir, names)
         classifier_info = {"workdir": settings.classifier_workdir,
                            "num_steps": int(c_config.training.num_steps)}
     key = jax.random.key(settings.seed)
