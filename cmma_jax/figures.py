@@ -28,7 +28,6 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from cmma_jax import classifier as classifier_lib
 from cmma_jax import data, files
 from cmma_jax import verdicts as verdicts_lib
 from cmma_jax.data import exclusions
@@ -524,8 +523,13 @@ def generate_figures(workdirs: Sequence[str], output_dir: str,
                                  colors=settings.png_colors)
         log(f"wrote {written[name]}")
 
-    predict_fn = (classifier_lib.load_predict_fn(settings.classifier_workdir, names)[0]
-                  if settings.classifier_workdir else None)
+    predict_fn = None
+    if settings.classifier_workdir:
+        # Here, not at the top: drawing figures needs no trainer (the classifier's module loads
+        # it); only the verdict needs a trained classifier.
+        from cmma_jax import classifier as classifier_lib  # noqa: PLC0415
+
+        predict_fn = classifier_lib.load_predict_fn(settings.classifier_workdir, names)[0]
 
     def judge(name, attributes, capability, title):
         if predict_fn is None:
