@@ -68,6 +68,9 @@ ADDED_FIELDS: tuple[tuple[tuple[str, ...], str, Any], ...] = (
     (("cmma", "cvae", "cgan", "vlae"), "training.stop_patience", None),
     (("cmma", "cvae", "cgan", "vlae"), "training.stop_min_delta", 0.0),
     (("cmma", "cvae", "cgan", "vlae"), "training.stop_metric", "val_elbo"),
+    (("cmma", "cvae", "cgan", "vlae"), "training.kl_warmup_steps", 0),
+    (("cmma",), "model.prior_log_var_range", None),
+    (("cmma",), "optimizer.prior_lr_scale", None),
 )
 
 

@@ -127,6 +127,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.training.stop_patience = config_dict.placeholder(int)
     config.training.stop_min_delta = 0.0
     config.training.stop_metric = "val_elbo"
+    # The KL term's weight rises linearly from 0 to 1 over this many steps (an ablation of the
+    # CMMA and the CVAE; 0 = the paper's bound from the first step).
+    config.training.kl_warmup_steps = 0
     config.training.parallelism = "mesh"
 
     config.optimizer = ml_collections.ConfigDict()

@@ -133,6 +133,7 @@ FIELDS: dict[str, dict[str, Rule]] = {
         "decoder_variance": Rule("choice", choices=nets.DECODER_VARIANCES),
         "decoder_log_var_range": Rule("range", none=True),
         "latent_log_var_range": Rule("range", none=True),
+        "prior_log_var_range": Rule("range", none=True),
         "encoder_features": Rule("ints", low=1, length=3, none=True),
         "latent_dim": _positive_int(none=True),
         "attribute_hidden": _positive_int(none=True),
@@ -181,6 +182,7 @@ FIELDS: dict[str, dict[str, Rule]] = {
         "num_eval": _int(0, none=True),
         "stop_patience": _int(0, none=True),
         "stop_min_delta": Rule("float", low=0),
+        "kl_warmup_steps": _int(0),
         "parallelism": Rule("choice", choices=("mesh", "pmap")),
         "flip": Rule("bool"),
     },
@@ -193,6 +195,7 @@ FIELDS: dict[str, dict[str, Rule]] = {
         "eps": _positive(),
         "grad_clip_norm": Rule("float", low=0, none=True),  # None or 0: no clipping
         "warmup_steps": _int(0),
+        "prior_lr_scale": Rule("float", low=0, none=True),
     },
 }
 

@@ -19,6 +19,9 @@ What it should give:
 Model fields beyond the base config:
   attribute_hidden: hidden units of f (None = the preset's: 800 / 256 / 16).
   feed_attributes_to_encoder: feed y to h (erratum 7; False as in the paper).
+  prior_log_var_range: soft-clip range of f_σ alone (None: as h_σ, `latent_log_var_range`).
+Optimizer fields beyond the base config:
+  prior_lr_scale: f's learning rate as a multiple of the others' (None: the same).
 """
 
 from __future__ import annotations
@@ -35,4 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.name = "cmma"
     config.model.attribute_hidden = config_dict.placeholder(int)
     config.model.feed_attributes_to_encoder = False
+    # Ablations of the learnt prior's run-to-run spread (None: the paper's CMMA): a soft-clip
+    # range of f_σ alone (a floor under the prior's variance, e.g. (-4.0, 4.0)), and f's learning
+    # rate as a multiple of the others'.
+    config.model.prior_log_var_range = config_dict.placeholder(tuple)
+    config.optimizer.prior_lr_scale = config_dict.placeholder(float)
     return base.apply_preset(config, arg)

@@ -55,16 +55,20 @@ class CMMA(gaussian.GaussianLatentModel, kw_only=True):
     paper), feed_attributes (erratum 7; off in the paper), decoder_log_var_range,
     latent_log_var_range (of h_σ and f_σ), conv_impl, dtype):
       attribute_hidden: hidden units of f (800 in the paper).
+      prior_log_var_range: optional soft-clip range of f_σ alone (an ablation: a floor under the
+        prior's variance); None: `latent_log_var_range`, as h_σ.
     """
 
     LEARNED_PRIOR = True
 
     attribute_hidden: int
+    prior_log_var_range: Optional[tuple[float, float]] = None
 
     def setup(self):
         super().setup()  # h and g
         self.attribute_net = nets.AttributeMLP(  # f
-            self.attribute_hidden, self.latent_dim, self.latent_log_var_range, self.dtype)
+            self.attribute_hidden, self.latent_dim,
+            self.prior_log_var_range or self.latent_log_var_range, self.dtype)
 
     def prior(self, y: Array) -> tuple[Array, Array]:
         """p(z | y): (f_μ(y), f_σ(y)), each `[B, J]` float32."""
@@ -103,6 +107,8 @@ def get_model(config, num_attributes: Optional[int] = None) -> CMMA:
     del num_attributes
     sizes = nets.resolve_sizes(config.model)
     return CMMA(attribute_hidden=sizes["attribute_hidden"],
+                prior_log_var_range=common.optional_range(
+                    config.model.get("prior_log_var_range", None)),
                 **gaussian.model_fields(config, sizes, feed_attributes=False))
 
 
@@ -143,7 +149,8 @@ def train_step(state: common.TrainState, batch: Mapping[str, Array], key: Array,
     (`gaussian.elbo_train_step`)."""
     return gaussian.elbo_train_step(
         state, batch, key,
-        bound_fn=functools.partial(bound, config=config, num_samples=1), axis_name=axis_name)
+        bound_fn=functools.partial(bound, config=config, num_samples=1), axis_name=axis_name,
+        kl_warmup_steps=int(config.training.get("kl_warmup_steps") or 0))
 
 
 def sample(params, attributes: Array, key: Array, temperature: float | Array = 1.0, *,

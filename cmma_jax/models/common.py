@@ -54,7 +54,8 @@ def make_optimizer(
     Args:
       optimizer_config: with `learning_rate`, `b1`, `b2`, optional `eps` (default 1e-8), optional
         `grad_clip_norm` (None or 0: no clipping; otherwise gradients are clipped to this global
-        norm before Adam) and optional `warmup_steps` (linear warm-up of the learning rate).
+        norm before Adam), optional `warmup_steps` (linear warm-up of the learning rate) and
+        optional `prior_lr_scale` (the CMMA's f learns at this multiple of the rate).
       learning_rate: overrides `optimizer_config.learning_rate` (the CGAN's two rates).
 
     Returns:
@@ -72,8 +73,20 @@ def make_optimizer(
     )
     clip = optimizer_config.get("grad_clip_norm", None)
     if clip:
-        return optax.chain(optax.clip_by_global_norm(clip), adam)
+        adam = optax.chain(optax.clip_by_global_norm(clip), adam)
+    scale = optimizer_config.get("prior_lr_scale", None)
+    if scale is not None and float(scale) != 1.0:
+        # An ablation: the CMMA's attribute network f (its parameters under "attribute_net")
+        # learns at `scale` times the rate of the others (Adam's step is proportional to its
+        # learning rate, so scaling f's updates is scaling its rate).
+        adam = optax.chain(adam, optax.masked(optax.scale(float(scale)), _is_prior_param))
     return adam
+
+
+def _is_prior_param(params: PyTree) -> PyTree:
+    """True for the parameters of the CMMA's attribute network f ("attribute_net")."""
+    return {k: jax.tree_util.tree_map(lambda _: k == "attribute_net", v)
+            for k, v in params.items()}
 
 
 # flax's lecun_normal: a normal truncated to ±2 standard deviations, rescaled to unit variance.

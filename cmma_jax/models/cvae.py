@@ -129,7 +129,8 @@ def train_step(state: common.TrainState, batch: Mapping[str, Array], key: Array,
     grad_norm, param_norm. `axis_name`: the pmap axis, if any (`gaussian.elbo_train_step`)."""
     return gaussian.elbo_train_step(
         state, batch, key,
-        bound_fn=functools.partial(bound, config=config, num_samples=1), axis_name=axis_name)
+        bound_fn=functools.partial(bound, config=config, num_samples=1), axis_name=axis_name,
+        kl_warmup_steps=int(config.training.get("kl_warmup_steps") or 0))
 
 
 def sample(params, attributes: Array, key: Array, temperature: float | Array = 1.0, *,

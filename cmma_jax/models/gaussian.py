@@ -169,11 +169,16 @@ def elbo_train_step(
     *,
     bound_fn: Callable[[PyTree, Mapping[str, Array], Array], Any],
     axis_name: Optional[str] = None,
+    kl_warmup_steps: int = 0,
 ) -> tuple[common.TrainState, dict[str, Array]]:
     """One Adam step on the negative conditional bound, averaged over the batch.
 
     loss = mean_b [ -elbo_b ], with elbo_b the per-example bound in nats (a sum over the pixels and
     the latent units: never a per-pixel mean, which would rescale the KL's weight).
+
+    With `kl_warmup_steps` > 0 (an ablation; 0 in the paper) the KL term is weighed by
+    β = min(1, step / kl_warmup_steps) in the loss: loss = mean_b [ -(log p(x|z) - β KL) ]. Until
+    step `kl_warmup_steps` the loss is then not the bound; the "elbo" metric always is.
 
     Args:
       state: a `TrainState`.
@@ -189,9 +194,16 @@ def elbo_train_step(
       "grad_norm" (before clipping) and "param_norm" (of the parameters the loss was computed at).
     """
 
+    if kl_warmup_steps:
+        beta = jnp.minimum(1.0, state.step.astype(jnp.float32) / float(kl_warmup_steps))
+    else:
+        beta = None
+
     def loss_fn(params):
         terms = bound_fn(params, batch, key, axis_name=axis_name)
-        return -jnp.mean(terms.elbo), terms
+        if beta is None:
+            return -jnp.mean(terms.elbo), terms
+        return -jnp.mean(terms.log_likelihood - beta * terms.kl), terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = common.cross_device_mean(grads, axis_name)

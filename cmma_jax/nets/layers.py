@@ -58,7 +58,9 @@ def upsample_nearest_2x(x: Array) -> Array:
 
 
 def soft_clip(x: Array, low: float, high: float) -> Array:
-    """A smooth, monotone map of the real line into (low, high), ≈ the identity well inside.
+    """A smooth, monotone map of the real line into (high - softplus(high - low), high), ≈ the
+    identity well inside. The lower end is just under `low`: by softplus(low - high) (1e-6 below
+    it for the default (-10, 4); 0.0025 for (-2, 4)).
 
         soft_clip(x) = high - softplus(high - (low + softplus(x - low)))
 
