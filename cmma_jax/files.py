@@ -65,8 +65,10 @@ class OutputDirError(ValueError):
 
 
 def ensure_writable_dir(path: str, what: str = "the output folder") -> str:
-    """Creates `path` if needed and checks that a file can be written in it, before any work
-    whose results would go there; returns `path`.
+    """Checks, before any work whose results would go to `path`, that they can be written
+    there: `path` is a writable folder, or does not exist yet and its nearest existing parent is
+    one. Nothing is created (a run refused later for another reason leaves nothing behind).
+    Returns `path`.
 
     Raises:
       OutputDirError: naming `what`, the path and the problem.
@@ -74,14 +76,15 @@ def ensure_writable_dir(path: str, what: str = "the output folder") -> str:
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputDirError(f"{what} {path} is a file, not a folder: choose another path or "
                              "move the file away. Nothing was computed.")
-    try:
-        os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=path)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as e:
-        raise OutputDirError(f"{what} {path} cannot be written ({e.strerror or e}): choose "
-                             "another path or fix its permissions. Nothing was computed.") from e
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputDirError(f"{what} {path} cannot be made: {existing} is a file. Choose "
+                             "another path. Nothing was computed.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputDirError(f"{what} {path} cannot be written ({existing} is not writable): "
+                             "choose another path or fix its permissions. Nothing was computed.")
     return path
 
 

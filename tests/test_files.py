@@ -77,6 +77,12 @@ def test_a_truncated_results_file_is_redone_not_a_crash(tmp_path, capsys):
 
 
 def test_output_folders_are_checked_before_any_work(tmp_path):
+    fresh = tmp_path / "new" / "results"
+    assert files.ensure_writable_dir(str(fresh)) == str(fresh)
+    assert not (tmp_path / "new").exists()  # nothing is made until results are written
+    (tmp_path / "file_parent").write_text("")
+    with pytest.raises(files.OutputDirError, match=r"cannot be made: .*file_parent is a file"):
+        files.ensure_writable_dir(str(tmp_path / "file_parent" / "results"))
     blocking = tmp_path / "a_file"
     blocking.write_text("")
     with pytest.raises(files.OutputDirError, match=r"--output_dir .*a_file is a file, not a "

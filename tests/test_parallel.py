@@ -15,6 +15,8 @@ import pytest
 
 from cmma_jax import parallel
 
+from conftest import run_command
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 SCRIPT = r'''
@@ -23,7 +25,6 @@ import jax, jax.numpy as jnp, numpy as np
 from cmma_jax import configs, parallel
 from cmma_jax.models import MODELS
 
-from conftest import run_command
 
 assert jax.device_count() == 4, jax.devices()
 def check(name):
