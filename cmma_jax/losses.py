@@ -1,9 +1,20 @@
 """Objectives for conditional generative models of faces: pure functions of arrays.
 
-Everything here is a pure JAX function that works under `jit`, `vmap` and `grad`. Per-example
-functions return an array of shape `[B]`: the value for each example, summed over every non-batch
-axis (pixels, channels, latent dimensions). Nothing reduces over the batch except the MMD, a
-statistic of two samples, which returns a scalar. Write the batch mean yourself:
+Everything here is a pure JAX function that works under `jit`, `vmap` and `grad`.
+
+The per-example contract, as distrax's event shapes. A per-example function (the likelihoods, the
+KLs, the bounds) sums over the axes of ONE example (its "event": pixels and channels, or latent
+units) and keeps the batch axes:
+
+- `event_ndims=None` (the default): axis 0 is the batch and every other axis belongs to one
+  example, so inputs need at least two axes and the result is `[B]`. An input without a batch
+  axis is refused, never read as a batch of scalars.
+- `event_ndims=k`: the last k axes are one example; any leading batch shape, including none,
+  is kept (`[]` for one example). This is the form to use under `jax.vmap` over examples, where
+  each call sees one example: `jax.vmap(functools.partial(standard_normal_kl, event_ndims=1))`.
+
+Nothing reduces over the batch except the MMD, a statistic of two samples, which returns a
+scalar. Write the batch mean yourself:
 
     loss = -cmma_elbo(key, x, y, encode=..., decode=..., prior=...).elbo.mean()
 
@@ -19,10 +30,12 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -91,11 +104,43 @@ def _sum_non_batch(a: Array) -> Array:
     return jnp.sum(a, axis=tuple(range(1, a.ndim)))
 
 
+def _event_ndims(what: str, event_ndims, ndim: int, name: str = "x") -> int:
+    """The number of trailing event axes of an input of `ndim` axes (the module's contract)."""
+    if event_ndims is None:
+        if ndim < 2:
+            raise ValueError(
+                f"{what}: {name} has {ndim} axis/axes; without event_ndims the first axis is the "
+                "batch and the others are one example, so at least 2 are needed. For one example "
+                "(e.g. inside jax.vmap over examples) pass event_ndims=<its number of axes>, "
+                "e.g. 1 for a latent vector, 3 for an image.")
+        return ndim - 1
+    if isinstance(event_ndims, bool) or not isinstance(event_ndims, (int, np.integer)) \
+            or not 0 <= int(event_ndims) <= ndim:
+        raise ValueError(f"{what}: event_ndims must be an integer from 0 to {name}'s {ndim} "
+                         f"axes, got {event_ndims!r}.")
+    return int(event_ndims)
+
+
+def _sum_event(a: Array, event_ndims: int) -> Array:
+    """Sums the last `event_ndims` axes: [*batch, *event] -> [*batch]."""
+    return jnp.sum(a, axis=tuple(range(a.ndim - event_ndims, a.ndim)))
+
+
+def _at_least_float32(*arrays: ArrayLike) -> list[Array]:
+    """The arrays in float32 (float64 stays float64). The numerics policy: the objectives compute
+    and sum in float32 at least, whatever the networks' compute dtype, since in bfloat16 a sum over
+    12,288 pixels (and each term's rounding) would be off by tens to hundreds of nats."""
+    arrays = [jnp.asarray(a) for a in arrays]
+    dtype = jnp.result_type(jnp.float32, *[a.dtype for a in arrays])
+    return [a.astype(dtype) for a in arrays]
+
+
 # ---------------------------------------------------------------------------------------------
 # Likelihoods and divergences
 
 
-def gaussian_log_likelihood(x: ArrayLike, mean: ArrayLike, log_var: ArrayLike) -> Array:
+def gaussian_log_likelihood(x: ArrayLike, mean: ArrayLike, log_var: ArrayLike, *,
+                            event_ndims: int | None = None) -> Array:
     """Log-density of a diagonal Gaussian, summed over every non-batch axis.
 
     Implements the CMMA paper's eq. (8) as corrected in the errata (the printed `Σ exp(g_σ)` term is
@@ -107,27 +152,29 @@ def gaussian_log_likelihood(x: ArrayLike, mean: ArrayLike, log_var: ArrayLike) -
       x: observations, `[B, ...]` (e.g. images `[B, 64, 64, 3]` or latents `[B, J]`).
       mean: Gaussian means, same shape as `x`.
       log_var: Gaussian log-variances, same shape as `x`.
+      event_ndims: the trailing axes of one example (None: all but the first; module docstring).
 
     Returns:
-      `[B]`, the log-density of each example in nats.
+      `[B]` (the batch shape), the log-density of each example in nats, float32 or wider.
 
     Raises:
-      ValueError: if the three shapes differ or `x` has no batch axis.
+      ValueError: if the three shapes differ, or `x` has no batch axis and no `event_ndims`.
 
     References:
       Pandey & Dukkipati (2016), eq. (8) with the correction of shared/papers/README.md (erratum 1).
     """
-    x, mean, log_var = jnp.asarray(x), jnp.asarray(mean), jnp.asarray(log_var)
+    x, mean, log_var = _at_least_float32(x, mean, log_var)
     _check_same_shape("gaussian_log_likelihood", x=x, mean=mean, log_var=log_var)
-    _check_min_rank("gaussian_log_likelihood", "x", x, 1)
+    k = _event_ndims("gaussian_log_likelihood", event_ndims, x.ndim)
     # Scale the difference by exp(-v/2) before squaring, rather than dividing by exp(v): exp(v)
     # overflows float32 for v > 88, and the scaled form stays finite for |v| up to ~177.
     scaled = (x - mean) * jnp.exp(-0.5 * log_var)
     log_density = -0.5 * (jnp.square(scaled) + log_var + _LOG_2PI)
-    return _sum_non_batch(log_density)
+    return _sum_event(log_density, k)
 
 
-def bernoulli_log_likelihood(x: ArrayLike, logits: ArrayLike) -> Array:
+def bernoulli_log_likelihood(x: ArrayLike, logits: ArrayLike, *,
+                             event_ndims: int | None = None) -> Array:
     """Log-probability of `x` under independent Bernoullis with the given logits, summed per example.
 
         log p(x) = Σ_l [ x_l log σ(a_l) + (1 - x_l) log(1 - σ(a_l)) ]
@@ -138,23 +185,25 @@ def bernoulli_log_likelihood(x: ArrayLike, logits: ArrayLike) -> Array:
     Args:
       x: targets in [0, 1], `[B, ...]`.
       logits: Bernoulli logits a, same shape as `x`.
+      event_ndims: the trailing axes of one example (None: all but the first).
 
     Returns:
-      `[B]`, in nats.
+      `[B]` (the batch shape), in nats.
 
     Raises:
-      ValueError: if the shapes differ or `x` has no batch axis.
+      ValueError: if the shapes differ, or `x` has no batch axis and no `event_ndims`.
     """
-    x, logits = jnp.asarray(x), jnp.asarray(logits)
+    x, logits = _at_least_float32(x, logits)
     _check_same_shape("bernoulli_log_likelihood", x=x, logits=logits)
-    _check_min_rank("bernoulli_log_likelihood", "x", x, 1)
+    k = _event_ndims("bernoulli_log_likelihood", event_ndims, x.ndim)
     # log σ(-a) instead of log(1 - σ(a)): the latter is log(0) = -inf once σ(a) rounds to 1.
     log_p = x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
-    return _sum_non_batch(log_p)
+    return _sum_event(log_p, k)
 
 
 def gaussian_kl(
-    mean_q: ArrayLike, log_var_q: ArrayLike, mean_p: ArrayLike, log_var_p: ArrayLike
+    mean_q: ArrayLike, log_var_q: ArrayLike, mean_p: ArrayLike, log_var_p: ArrayLike, *,
+    event_ndims: int | None = None,
 ) -> Array:
     """KL(q ‖ p) between diagonal Gaussians, summed over every non-batch axis.
 
@@ -167,30 +216,33 @@ def gaussian_kl(
       log_var_q: log-variances of q, same shape.
       mean_p: means of p, same shape.
       log_var_p: log-variances of p, same shape.
+      event_ndims: the trailing axes of one example (None: all but the first; 1 for one latent
+        vector `[J]` under `jax.vmap`).
 
     Returns:
-      `[B]`, KL(q ‖ p) in nats, non-negative.
+      `[B]` (the batch shape), KL(q ‖ p) in nats, non-negative.
 
     Raises:
-      ValueError: if the four shapes differ or there is no batch axis.
+      ValueError: if the four shapes differ, or there is no batch axis and no `event_ndims`.
 
     References:
       Pandey & Dukkipati (2016), eq. (7), with erratum 3 of shared/papers/README.md.
     """
-    mean_q, log_var_q = jnp.asarray(mean_q), jnp.asarray(log_var_q)
-    mean_p, log_var_p = jnp.asarray(mean_p), jnp.asarray(log_var_p)
+    mean_q, log_var_q, mean_p, log_var_p = _at_least_float32(mean_q, log_var_q, mean_p,
+                                                             log_var_p)
     _check_same_shape(
         "gaussian_kl", mean_q=mean_q, log_var_q=log_var_q, mean_p=mean_p, log_var_p=log_var_p
     )
-    _check_min_rank("gaussian_kl", "mean_q", mean_q, 1)
+    k = _event_ndims("gaussian_kl", event_ndims, mean_q.ndim, "mean_q")
     d = log_var_q - log_var_p
     # exp(d) - 1 - d as expm1(d) - d: when q is close to p the three terms cancel, and expm1 keeps
     # the small difference that exp(d) - 1 would round away.
     scaled = (mean_q - mean_p) * jnp.exp(-0.5 * log_var_p)
-    return 0.5 * _sum_non_batch(jnp.expm1(d) - d + jnp.square(scaled))
+    return 0.5 * _sum_event(jnp.expm1(d) - d + jnp.square(scaled), k)
 
 
-def standard_normal_kl(mean: ArrayLike, log_var: ArrayLike) -> Array:
+def standard_normal_kl(mean: ArrayLike, log_var: ArrayLike, *,
+                       event_ndims: int | None = None) -> Array:
     """KL(q ‖ N(0, I)) for a diagonal Gaussian q, summed over every non-batch axis.
 
         KL = ½ Σ_j [ exp(v_j) - 1 - v_j + μ_j² ]
@@ -198,21 +250,22 @@ def standard_normal_kl(mean: ArrayLike, log_var: ArrayLike) -> Array:
     Args:
       mean: means of q, `[B, J]` (or `[B, ...]`).
       log_var: log-variances of q, same shape.
+      event_ndims: the trailing axes of one example (None: all but the first).
 
     Returns:
-      `[B]`, in nats.
+      `[B]` (the batch shape), in nats.
 
     Raises:
-      ValueError: if the shapes differ or there is no batch axis.
+      ValueError: if the shapes differ, or there is no batch axis and no `event_ndims`.
 
     References:
       Kingma & Welling (2014), "Auto-Encoding Variational Bayes", appendix B.
     """
-    mean, log_var = jnp.asarray(mean), jnp.asarray(log_var)
+    mean, log_var = _at_least_float32(mean, log_var)
     _check_same_shape("standard_normal_kl", mean=mean, log_var=log_var)
-    _check_min_rank("standard_normal_kl", "mean", mean, 1)
+    k = _event_ndims("standard_normal_kl", event_ndims, mean.ndim, "mean")
     # expm1(v) - v rather than exp(v) - 1 - v: exact near v = 0, where the terms cancel.
-    return 0.5 * _sum_non_batch(jnp.expm1(log_var) - log_var + jnp.square(mean))
+    return 0.5 * _sum_event(jnp.expm1(log_var) - log_var + jnp.square(mean), k)
 
 
 def batch_normal(key: Array, shape: Sequence[int], dtype=jnp.float32,
@@ -327,6 +380,23 @@ def _posterior_and_prior(
     return mean_q, log_var_q, mean_p, log_var_p
 
 
+def _flatten_batch(what: str, x: Array, y: Array, event_ndims: int | None
+                   ) -> tuple[Array, Array, tuple[int, ...]]:
+    """x `[*batch, *event]` and y `[*batch, A]` as one batch axis (`[N, *event]`, `[N, A]`, N the
+    product of the batch shape, 1 for one example), and the batch shape to give results back."""
+    k = _event_ndims(what, event_ndims, x.ndim)
+    batch_shape = tuple(x.shape[:x.ndim - k])
+    if y.ndim < 1 or tuple(y.shape[:-1]) != batch_shape:
+        raise ValueError(
+            f"{what}: x has shape {x.shape} and y has shape {y.shape}; with "
+            f"event_ndims={event_ndims} x's batch shape is {batch_shape} (one example: "
+            f"{tuple(x.shape[x.ndim - k:])}), and y must be that batch shape plus its attribute "
+            "axis. For one example (e.g. inside jax.vmap over examples) pass event_ndims=<x's "
+            "axes per example>, e.g. 3 for an image.")
+    n = math.prod(batch_shape)
+    return x.reshape((n,) + x.shape[x.ndim - k:]), y.reshape((n, y.shape[-1])), batch_shape
+
+
 def _decode_log_likelihood(what: str, x: Array, z: Array, y: Array, decode: DecodeFn) -> Array:
     """log p(x | z, y) per example, with a check of the decoder's output shapes."""
     mean_x, log_var_x = decode(z, y)
@@ -340,9 +410,16 @@ def _decode_log_likelihood(what: str, x: Array, z: Array, y: Array, decode: Deco
 
 
 def _sample_keys(key: Array, num_samples: int, what: str) -> Array:
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"{what}: num_samples must be a positive int, got {num_samples!r}.")
-    return jax.random.split(key, num_samples)
+    """K keys. `num_samples` may be any integer the caller holds (Python, numpy, a concrete jax
+    scalar), not a traced value: K is a shape."""
+    try:
+        k = operator.index(num_samples)
+    except TypeError:
+        k = None
+    if k is None or isinstance(num_samples, bool) or k < 1:
+        raise ValueError(f"{what}: num_samples must be a positive integer (a shape, not a traced "
+                         f"value), got {num_samples!r}.")
+    return jax.random.split(key, k)
 
 
 def conditional_elbo(
@@ -355,6 +432,7 @@ def conditional_elbo(
     prior: PriorFn | None = None,
     num_samples: int = 1,
     axis_name: str | None = None,
+    event_ndims: int | None = None,
 ) -> ElboTerms:
     """The conditional variational lower bound on log p(x | y), per example.
 
@@ -378,9 +456,12 @@ def conditional_elbo(
       num_samples: the number of samples of z per example (the paper uses 1).
       axis_name: inside `pmap`/`shard_map` with the batch split over this axis, the noise of each
         example is the same as on one device (`batch_normal`).
+      event_ndims: the axes of one example of `x` (None: all but the first, `[B, ...]`). With it,
+        `x` may have any batch shape, none included (one example, as inside `jax.vmap`), and `y`
+        that batch shape plus its attribute axis; the networks always see one batch axis.
 
     Returns:
-      `ElboTerms(elbo, log_likelihood, kl)`, each `[B]`, in nats.
+      `ElboTerms(elbo, log_likelihood, kl)`, each `[B]` (the batch shape), in nats.
 
     Raises:
       ValueError: on a shape mismatch between x and y, between the encoder's and the prior's
@@ -391,7 +472,7 @@ def conditional_elbo(
       Representation using Deep Conditional Generative Models" (the CVAE).
     """
     what = "conditional_elbo"
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    x, y, batch_shape = _flatten_batch(what, jnp.asarray(x), jnp.asarray(y), event_ndims)
     mean_q, log_var_q, mean_p, log_var_p = _posterior_and_prior(what, x, y, encode, prior)
     keys = _sample_keys(key, num_samples, what)
 
@@ -404,7 +485,8 @@ def conditional_elbo(
         kl = standard_normal_kl(mean_q, log_var_q)
     else:
         kl = gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)  # eq. (7) with the -1
-    return ElboTerms(elbo=log_likelihood - kl, log_likelihood=log_likelihood, kl=kl)
+    terms = ElboTerms(elbo=log_likelihood - kl, log_likelihood=log_likelihood, kl=kl)
+    return ElboTerms(*(t.reshape(batch_shape) for t in terms))
 
 
 def cmma_elbo(
@@ -417,13 +499,14 @@ def cmma_elbo(
     prior: PriorFn,
     num_samples: int = 1,
     axis_name: str | None = None,
+    event_ndims: int | None = None,
 ) -> ElboTerms:
     """The CMMA bound (eq. 6): `conditional_elbo` with the attribute prior p(z | y).
 
         L = E_{q(z|x,y)}[ log p(x | z) ] - KL( q(z | x, y) ‖ p(z | y) )
 
     Args:
-      key, x, y, encode, decode, num_samples, axis_name: as in `conditional_elbo`.
+      key, x, y, encode, decode, num_samples, axis_name, event_ndims: as in `conditional_elbo`.
       prior: `prior(y) -> (mean, log_var)`, each `[B, J]`: the network f of the paper.
 
     Returns:
@@ -433,7 +516,8 @@ def cmma_elbo(
         raise ValueError("cmma_elbo needs a prior function prior(y) -> (mean, log_var); "
                          "for the N(0, I) prior use cvae_elbo.")
     return conditional_elbo(key, x, y, encode=encode, decode=decode, prior=prior,
-                            num_samples=num_samples, axis_name=axis_name)
+                            num_samples=num_samples, axis_name=axis_name,
+                            event_ndims=event_ndims)
 
 
 def cvae_elbo(
@@ -445,20 +529,22 @@ def cvae_elbo(
     decode: DecodeFn,
     num_samples: int = 1,
     axis_name: str | None = None,
+    event_ndims: int | None = None,
 ) -> ElboTerms:
     """The CVAE bound (eq. 13, erratum 4): `conditional_elbo` with the prior N(0, I).
 
         L = E_{q(z|x,y)}[ log p(x | y, z) ] - KL( q(z | x, y) ‖ N(0, I) )
 
     Args:
-      key, x, y, encode, decode, num_samples, axis_name: as in `conditional_elbo`; the decoder
-        uses `y`.
+      key, x, y, encode, decode, num_samples, axis_name, event_ndims: as in `conditional_elbo`;
+        the decoder uses `y`.
 
     Returns:
       `ElboTerms`, each `[B]`.
     """
     return conditional_elbo(key, x, y, encode=encode, decode=decode, prior=None,
-                            num_samples=num_samples, axis_name=axis_name)
+                            num_samples=num_samples, axis_name=axis_name,
+                            event_ndims=event_ndims)
 
 
 def iwae_bound(
@@ -471,6 +557,7 @@ def iwae_bound(
     prior: PriorFn | None = None,
     num_samples: int,
     axis_name: str | None = None,
+    event_ndims: int | None = None,
 ) -> Array:
     """The importance-weighted lower bound on log p(x | y) with K samples, per example.
 
@@ -486,10 +573,10 @@ def iwae_bound(
       y: `[B, A]`.
       encode, decode, prior: as in `conditional_elbo` (`prior=None` for N(0, I)).
       num_samples: K, the number of importance samples per example.
-      axis_name: as in `conditional_elbo`.
+      axis_name, event_ndims: as in `conditional_elbo`.
 
     Returns:
-      `[B]`, in nats.
+      `[B]` (the batch shape), in nats.
 
     Raises:
       ValueError: as `conditional_elbo`.
@@ -498,7 +585,7 @@ def iwae_bound(
       Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders", eq. (8).
     """
     what = "iwae_bound"
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    x, y, batch_shape = _flatten_batch(what, jnp.asarray(x), jnp.asarray(y), event_ndims)
     mean_q, log_var_q, mean_p, log_var_p = _posterior_and_prior(what, x, y, encode, prior)
     keys = _sample_keys(key, num_samples, what)
 
@@ -511,7 +598,7 @@ def iwae_bound(
 
     log_w = jax.vmap(log_weight)(keys)  # [K, B]
     # log-mean-exp through logsumexp: the weights themselves are exp(thousands of nats).
-    return jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
+    return (jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)).reshape(batch_shape)
 
 
 # ---------------------------------------------------------------------------------------------
