@@ -45,6 +45,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 __all__ = [
     "ElboTerms",
+    "ELBO_TERMS",
     "gaussian_log_likelihood",
     "bernoulli_log_likelihood",
     "gaussian_kl",
@@ -329,17 +330,43 @@ def reparameterize(key: Array, mean: ArrayLike, log_var: ArrayLike, *,
 
 
 class ElboTerms(NamedTuple):
-    """The conditional variational bound and its two terms, each `[B]`, in nats.
+    """The conditional variational bound, its two terms, and what they were computed from.
 
     Attributes:
-      elbo: the bound, `log_likelihood - kl`.
-      log_likelihood: the Monte Carlo estimate of E_q[log p(x | z, ...)].
-      kl: KL(q(z | x, y) ‖ prior), computed in closed form.
+      elbo: the bound, `log_likelihood - kl`, `[B]` in nats.
+      log_likelihood: the Monte Carlo estimate of E_q[log p(x | z, ...)], `[B]`.
+      kl: KL(q(z | x, y) ‖ prior), computed in closed form, `[B]`.
+      z: the posterior samples the likelihood was estimated with, `[K, B, J]` (K =
+        `num_samples`): the same z to put an MMD penalty or any other term on, without a second
+        encoder call.
+      posterior: q(z | x, y) as `(mean, log_var)`, each `[B, J]`.
+      prior: the prior as `(mean, log_var)`, each `[B, J]` (zeros for N(0, I)).
+      aux: what `encode` and `decode` returned beyond `(mean, log_var)`, as
+        `{"encode": ..., "decode": ...}` (decode's stacked over the K samples); None for a network
+        that returns a pair. E.g. a flax network applied with `mutable=["batch_stats"]` returns
+        its updated collections there.
     """
 
     elbo: Array
     log_likelihood: Array
     kl: Array
+    z: Array | None = None
+    posterior: GaussianParams | None = None
+    prior: GaussianParams | None = None
+    aux: dict | None = None
+
+
+# The three terms of an `ElboTerms`, each `[B]` (the other fields hold what they came from).
+ELBO_TERMS = ("elbo", "log_likelihood", "kl")
+
+
+def _split_aux(out, what: str, name: str):
+    """A network's output: `(mean, log_var)` or `(mean, log_var, aux)` -> (mean, log_var, aux)."""
+    if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
+        raise ValueError(f"{what}: {name} must return (mean, log_var) or (mean, log_var, aux), "
+                         f"got {type(out).__name__} of length "
+                         f"{len(out) if isinstance(out, (tuple, list)) else '-'}.")
+    return out[0], out[1], (out[2] if len(out) == 3 else None)
 
 
 EncodeFn = Callable[[Array, Array], GaussianParams]
@@ -349,8 +376,9 @@ PriorFn = Callable[[Array], GaussianParams]
 
 def _posterior_and_prior(
     what: str, x: Array, y: Array, encode: EncodeFn, prior: PriorFn | None
-) -> tuple[Array, Array, Array, Array]:
-    """Runs `encode` (and `prior`), checks their shapes, returns (μ_q, v_q, μ_p, v_p)."""
+) -> tuple[Array, Array, Array, Array, object]:
+    """Runs `encode` (and `prior`), checks their shapes, returns (μ_q, v_q, μ_p, v_p, encode's
+    aux or None)."""
     _check_min_rank(what, "x", x, 1)
     _check_min_rank(what, "y", y, 1)
     if x.shape[0] != y.shape[0]:
@@ -358,7 +386,7 @@ def _posterior_and_prior(
             f"{what}: x has shape {x.shape} and y has shape {y.shape}; their batch sizes "
             f"({x.shape[0]} and {y.shape[0]}) must be equal."
         )
-    mean_q, log_var_q = encode(x, y)
+    mean_q, log_var_q, encode_aux = _split_aux(encode(x, y), what, "encode")
     _check_same_shape(f"{what} (encode output)", mean=mean_q, log_var=log_var_q)
     _check_rank(f"{what} (encode output)", "mean", mean_q, 2)
     if mean_q.shape[0] != x.shape[0]:
@@ -377,7 +405,7 @@ def _posterior_and_prior(
                 f"{what}: prior and posterior disagree", "prior mean", mean_p.shape,
                 "encode mean", mean_q.shape,
             )
-    return mean_q, log_var_q, mean_p, log_var_p
+    return mean_q, log_var_q, mean_p, log_var_p, encode_aux
 
 
 def _flatten_batch(what: str, x: Array, y: Array, event_ndims: int | None
@@ -397,16 +425,18 @@ def _flatten_batch(what: str, x: Array, y: Array, event_ndims: int | None
     return x.reshape((n,) + x.shape[x.ndim - k:]), y.reshape((n, y.shape[-1])), batch_shape
 
 
-def _decode_log_likelihood(what: str, x: Array, z: Array, y: Array, decode: DecodeFn) -> Array:
-    """log p(x | z, y) per example, with a check of the decoder's output shapes."""
-    mean_x, log_var_x = decode(z, y)
+def _decode_log_likelihood(what: str, x: Array, z: Array, y: Array, decode: DecodeFn
+                           ) -> tuple[Array, object]:
+    """log p(x | z, y) per example (and decode's aux, or None), with a check of the decoder's
+    output shapes."""
+    mean_x, log_var_x, aux = _split_aux(decode(z, y), what, "decode")
     if mean_x.shape != x.shape:
         raise _shape_error(f"{what} (decode output)", "decoded mean", mean_x.shape, "x", x.shape)
     if log_var_x.shape != x.shape:
         raise _shape_error(
             f"{what} (decode output)", "decoded log_var", log_var_x.shape, "x", x.shape
         )
-    return gaussian_log_likelihood(x, mean_x, log_var_x)
+    return gaussian_log_likelihood(x, mean_x, log_var_x), aux
 
 
 def _sample_keys(key: Array, num_samples: int, what: str) -> Array:
@@ -473,20 +503,27 @@ def conditional_elbo(
     """
     what = "conditional_elbo"
     x, y, batch_shape = _flatten_batch(what, jnp.asarray(x), jnp.asarray(y), event_ndims)
-    mean_q, log_var_q, mean_p, log_var_p = _posterior_and_prior(what, x, y, encode, prior)
+    mean_q, log_var_q, mean_p, log_var_p, encode_aux = _posterior_and_prior(
+        what, x, y, encode, prior)
     keys = _sample_keys(key, num_samples, what)
 
     def one_sample(k):
         z = reparameterize(k, mean_q, log_var_q, axis_name=axis_name)
-        return _decode_log_likelihood(what, x, z, y, decode)
+        return (z, *_decode_log_likelihood(what, x, z, y, decode))
 
-    log_likelihood = jnp.mean(jax.vmap(one_sample)(keys), axis=0)  # eq. (11), [K, B] -> [B]
+    z, log_px, decode_aux = jax.vmap(one_sample)(keys)  # [K, B, J], [K, B]
+    log_likelihood = jnp.mean(log_px, axis=0)  # eq. (11), [K, B] -> [B]
     if prior is None:
         kl = standard_normal_kl(mean_q, log_var_q)
     else:
         kl = gaussian_kl(mean_q, log_var_q, mean_p, log_var_p)  # eq. (7) with the -1
-    terms = ElboTerms(elbo=log_likelihood - kl, log_likelihood=log_likelihood, kl=kl)
-    return ElboTerms(*(t.reshape(batch_shape) for t in terms))
+    unflat = lambda a, lead=(): a.reshape(lead + batch_shape + a.shape[len(lead) + 1:])  # noqa: E731
+    aux = None if encode_aux is None and decode_aux is None else {"encode": encode_aux,
+                                                                 "decode": decode_aux}
+    return ElboTerms(
+        elbo=unflat(log_likelihood - kl), log_likelihood=unflat(log_likelihood), kl=unflat(kl),
+        z=unflat(z, (z.shape[0],)), posterior=(unflat(mean_q), unflat(log_var_q)),
+        prior=(unflat(mean_p), unflat(log_var_p)), aux=aux)
 
 
 def cmma_elbo(
@@ -586,12 +623,12 @@ def iwae_bound(
     """
     what = "iwae_bound"
     x, y, batch_shape = _flatten_batch(what, jnp.asarray(x), jnp.asarray(y), event_ndims)
-    mean_q, log_var_q, mean_p, log_var_p = _posterior_and_prior(what, x, y, encode, prior)
+    mean_q, log_var_q, mean_p, log_var_p, _ = _posterior_and_prior(what, x, y, encode, prior)
     keys = _sample_keys(key, num_samples, what)
 
     def log_weight(k):
         z = reparameterize(k, mean_q, log_var_q, axis_name=axis_name)
-        log_px = _decode_log_likelihood(what, x, z, y, decode)
+        log_px, _ = _decode_log_likelihood(what, x, z, y, decode)
         log_pz = gaussian_log_likelihood(z, mean_p, log_var_p)
         log_qz = gaussian_log_likelihood(z, mean_q, log_var_q)
         return log_px + log_pz - log_qz

@@ -43,7 +43,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from cmma_jax import checkpoints, data, images, parallel, presets, workdirs
+from cmma_jax import checkpoints, data, images, losses, parallel, presets, workdirs
 from cmma_jax.configs import checks
 from cmma_jax.convergence import Convergence
 from cmma_jax import convergence as convergence_lib
@@ -378,7 +378,7 @@ class ValidationBound(Hook):
 
         def terms_sum(params, x, y, key):
             terms = model_lib.bound(params, {"image": x, "attributes": y}, key, config=config)
-            return {f"val_{name}": jnp.sum(value) for name, value in terms._asdict().items()}
+            return {f"val_{name}": jnp.sum(getattr(terms, name)) for name in losses.ELBO_TERMS}
 
         self._terms_sum = jax.jit(terms_sum)
 

@@ -168,3 +168,40 @@ def test_num_samples_takes_any_integer_but_not_a_traced_one():
         with pytest.raises(ValueError, match="num_samples must be a positive integer"):
             losses.iwae_bound(jax.random.key(0), x, y, encode=_encode, decode=_decode,
                               num_samples=bad)
+
+
+def test_elbo_terms_give_the_samples_the_distributions_and_the_networks_extras():
+    x = jnp.asarray(RNG.uniform(size=(B, *IMAGE)), jnp.float32)
+    y = jnp.asarray(RNG.uniform(size=(B, A)) > 0.5, jnp.float32)
+
+    def encode_with_aux(x, y):
+        mean, log_var = _encode(x, y)
+        return mean, log_var, {"norm": jnp.linalg.norm(mean)}
+
+    def decode_with_aux(z, y):
+        mean, log_var = _decode(z, y)
+        return mean, log_var, {"mean_pixel": jnp.mean(mean)}
+
+    terms = losses.cmma_elbo(jax.random.key(2), x, y, encode=encode_with_aux,
+                             decode=decode_with_aux, prior=_prior, num_samples=3)
+    assert terms.z.shape == (3, B, J)
+    np.testing.assert_allclose(terms.posterior[0], _encode(x, y)[0], rtol=1e-6)
+    np.testing.assert_allclose(terms.prior[1], _prior(y)[1], rtol=1e-6)
+    # The likelihood is the mean over the returned samples, recomputed here from them.
+    recomputed = jnp.mean(jnp.stack([losses.gaussian_log_likelihood(x, *_decode(z, y))
+                                     for z in terms.z]), axis=0)
+    np.testing.assert_allclose(terms.log_likelihood, recomputed, rtol=1e-5)
+    # The extras come back: encode's once, decode's per sample.
+    np.testing.assert_allclose(terms.aux["encode"]["norm"], jnp.linalg.norm(_encode(x, y)[0]),
+                               rtol=1e-6)
+    assert terms.aux["decode"]["mean_pixel"].shape == (3,)
+    # An MMD penalty on the same z, with no second encoder call.
+    penalty = losses.mmd(terms.z[0], jax.random.normal(jax.random.key(5), (B, J)))
+    assert penalty.shape == () and bool(jnp.isfinite(penalty))
+    # N(0, I) as the CVAE's prior, and no aux from networks that return pairs.
+    cvae = losses.cvae_elbo(jax.random.key(2), x, y, encode=_encode, decode=_decode)
+    assert cvae.aux is None and float(jnp.max(jnp.abs(cvae.prior[0]))) == 0.0
+    with pytest.raises(ValueError, match=r"encode must return \(mean, log_var\) or \(mean, "
+                                         r"log_var, aux\)"):
+        losses.cvae_elbo(jax.random.key(2), x, y, encode=lambda x, y: _encode(x, y)[0],
+                         decode=_decode)
