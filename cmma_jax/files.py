@@ -56,7 +56,8 @@ def write_json(path: str, value: Any, **dump_options) -> str:
 def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> str:
     """`np.savez(path, **arrays)`, whole or not at all; returns `path`."""
     with _replacing(path, "wb") as f:
-        np.savez(f, **arrays)
+        # numpy's stubs read any keyword as its own `allow_pickle` flag.
+        np.savez(f, **arrays)  # type: ignore[arg-type]
     return path
 
 

@@ -23,7 +23,7 @@ deviation. Shapes are checked, never broadcast: a mismatch raises a `ValueError`
 
 The CMMA paper is Pandey & Dukkipati, "Variational methods for Conditional Multimodal Learning:
 Generating Human Faces from Attributes" (2016); its equation numbers are cited next to the lines that
-implement them, with the corrections of `shared/papers/README.md`.
+implement them, with the corrections listed in `docs/papers.md` (section 3, "How the code reads the misprints").
 """
 
 from __future__ import annotations
@@ -131,9 +131,9 @@ def _at_least_float32(*arrays: ArrayLike) -> list[Array]:
     """The arrays in float32 (float64 stays float64). The numerics policy: the objectives compute
     and sum in float32 at least, whatever the networks' compute dtype, since in bfloat16 a sum over
     12,288 pixels (and each term's rounding) would be off by tens to hundreds of nats."""
-    arrays = [jnp.asarray(a) for a in arrays]
-    dtype = jnp.result_type(jnp.float32, *[a.dtype for a in arrays])
-    return [a.astype(dtype) for a in arrays]
+    as_arrays = [jnp.asarray(a) for a in arrays]
+    dtype = jnp.result_type(jnp.float32, *[a.dtype for a in as_arrays])
+    return [a.astype(dtype) for a in as_arrays]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def gaussian_log_likelihood(x: ArrayLike, mean: ArrayLike, log_var: ArrayLike, *
       ValueError: if the three shapes differ, or `x` has no batch axis and no `event_ndims`.
 
     References:
-      Pandey & Dukkipati (2016), eq. (8) with the correction of shared/papers/README.md (erratum 1).
+      Pandey & Dukkipati (2016), eq. (8), corrected as in docs/papers.md, section 3 (the log-likelihood).
     """
     x, mean, log_var = _at_least_float32(x, mean, log_var)
     _check_same_shape("gaussian_log_likelihood", x=x, mean=mean, log_var=log_var)
@@ -227,7 +227,7 @@ def gaussian_kl(
       ValueError: if the four shapes differ, or there is no batch axis and no `event_ndims`.
 
     References:
-      Pandey & Dukkipati (2016), eq. (7), with erratum 3 of shared/papers/README.md.
+      Pandey & Dukkipati (2016), eq. (7), with the -1 it drops (docs/papers.md, section 3).
     """
     mean_q, log_var_q, mean_p, log_var_p = _at_least_float32(mean_q, log_var_q, mean_p,
                                                              log_var_p)

@@ -121,7 +121,7 @@ def _pad_rows(a: Array, rows: int, axis: int) -> Array:
 
 def parzen_log_likelihood_from_fn(
     x: ArrayLike,
-    sample_fn: Callable[[slice, slice], ArrayLike],
+    sample_fn: Callable[[slice | None, slice], ArrayLike],
     num_samples: int,
     sigmas: ArrayLike | Sequence[float],
     *,
@@ -279,7 +279,7 @@ def select_parzen_sigma(
     *,
     test_chunk: int | None = None,
     sample_chunk: int | None = None,
-) -> tuple[float, Array]:
+) -> tuple[float, Array | np.ndarray]:
     """Chooses the Parzen σ that maximises the mean log-likelihood of validation points.
 
     Distances are computed once per chunk and shared by the whole grid.
@@ -303,7 +303,7 @@ def select_parzen_sigma(
     return best_sigma(sig, per_point)
 
 
-def best_sigma(sigmas: ArrayLike | Sequence[float], log_likelihoods: ArrayLike
+def best_sigma(sigmas: ArrayLike | Sequence[float], log_likelihoods: Array | np.ndarray
                ) -> tuple[float, Array | np.ndarray]:
     """The σ of a grid with the highest mean log-likelihood over the points.
 

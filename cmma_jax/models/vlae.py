@@ -9,7 +9,7 @@ Models"); the generative path is top-down, z_4 entering deepest and z_1 just bef
     p(z_l) = N(0, I)
     p(x | z_1..z_4[, y]) = N(g_μ, exp(g_σ))              the Gaussian likelihood of the CMMA's g
 
-Loss (Xu 2018, section 2.4, with the signs restored in shared/papers/README.md):
+Loss (Xu 2018, section 2.4, with the signs restored: docs/papers.md, section 3):
 
     loss = mean_b[ -log p(x_b | z_b[, y_b]) ]
            + Σ_l λ_l MMD²( {z_l,b ~ q(z_l | x_b)}_b , {ε_l,b ~ N(0, I)}_b )
