@@ -23,7 +23,8 @@ deviation. Shapes are checked, never broadcast: a mismatch raises a `ValueError`
 
 The CMMA paper is Pandey & Dukkipati, "Variational methods for Conditional Multimodal Learning:
 Generating Human Faces from Attributes" (2016); its equation numbers are cited next to the lines that
-implement them, with the corrections listed in `docs/papers.md` (section 3, "How the code reads the misprints").
+implement them, with the corrections listed in `docs/papers.md` (section 3, "How the code reads
+the misprints").
 """
 
 from __future__ import annotations
