@@ -569,9 +569,15 @@ def _evaluate_stage(workdir, settings, timings) -> None:
             evaluate.evaluate_workdirs(paths, eval_settings, out)
 
 
-def _figure_settings(settings) -> FigureSettings:
+def _figure_settings(settings, workdir: str | None = None) -> FigureSettings:
+    """The figure settings with the data's folders, and the protocol's classifier (its verdict
+    beside the figures) once it is trained."""
+    classifier_dir = None if workdir is None else os.path.join(workdir, CLASSIFIER_DIR)
+    if classifier_dir is not None and checkpoints.latest_step(classifier_dir) is None:
+        classifier_dir = None
     return dataclasses.replace(settings.figures, data_dir=settings.data_dir,
-                               prepared_dir=settings.prepared_dir)
+                               prepared_dir=settings.prepared_dir,
+                               classifier_workdir=classifier_dir)
 
 
 def _figures_record(paths, figure_settings) -> dict[str, Any]:
@@ -581,7 +587,7 @@ def _figures_record(paths, figure_settings) -> dict[str, Any]:
 
 
 def _figures_stage(workdir, settings, timings) -> None:
-    figure_settings = _figure_settings(settings)
+    figure_settings = _figure_settings(settings, workdir)
     for seed in settings.seeds:
         paths, waiting = _models_ready(workdir, settings, seed)
         if waiting:

@@ -53,6 +53,10 @@ flag_types.DEFINE_index_triples("arithmetic_faces", None, "Explicit triples a:b:
 flags.DEFINE_integer("num_triples", 4, "Rows of the arithmetic figure.")
 flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_integer("png_colors", None, "Quantise the PNGs to this many colours (smaller files).")
+flags.DEFINE_string("classifier_workdir", None, "An attribute classifier of the models' "
+                    "attributes (launch/train_classifier.py): its verdict on each column of "
+                    "Figure 4 and each edit goes beside the figures (*_verdicts.md).")
+flags.DEFINE_integer("verdict_faces", 100, "Faces judged per model, attribute and side.")
 flags.DEFINE_string("data_dir", None, "The raw dataset folder for celeba or lfw, if it moved.")
 flags.DEFINE_string("prepared_dir", None, "Where prepared datasets live, if it moved.")
 
@@ -79,7 +83,8 @@ def main(argv):
         traverse_values=(low, high, int(count)),
         traverse_dims=_tuple(FLAGS.traverse_dims, int), arithmetic=_tuple(FLAGS.arithmetic),
         arithmetic_faces=triples, num_triples=FLAGS.num_triples, seed=FLAGS.seed,
-        data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir, png_colors=FLAGS.png_colors)
+        data_dir=FLAGS.data_dir, prepared_dir=FLAGS.prepared_dir, png_colors=FLAGS.png_colors,
+        classifier_workdir=FLAGS.classifier_workdir, verdict_faces=FLAGS.verdict_faces)
     try:
         written = figures.generate_figures(FLAGS.workdirs, FLAGS.output_dir, settings)
     except files.OutputDirError as e:

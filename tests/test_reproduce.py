@@ -86,6 +86,9 @@ def test_the_protocol_runs_end_to_end_into_its_layout(run):
         assert results["models"][0]["fidelity"] is not None
         assert os.path.exists(os.path.join(workdir, "figures", f"seed_{seed}",
                                            "faces_from_attributes.png"))
+        # The protocol's classifier judges the figure's columns beside it.
+        assert os.path.exists(os.path.join(workdir, "figures", f"seed_{seed}",
+                                           "faces_from_attributes_verdicts.md"))
     assert checkpoints.latest_step(os.path.join(workdir, "classifier")) == 4
     assert report["seeds"] == [0] and report["models"] == ["cmma", "cvae"]
     assert math.isfinite(report["across_seeds"]["cmma"]["bound"]["mean"])
