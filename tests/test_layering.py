@@ -39,6 +39,7 @@ LAYERS = {
     "cmma_jax.workdirs": 4,
     "cmma_jax.convergence": 4,
     "cmma_jax.train": 5,
+    "cmma_jax.hooks": 5,
     "cmma_jax.classifier": 5,
     "cmma_jax.evaluate": 6,
     "cmma_jax.figures": 6,
