@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import flax
 import optax
 from flax.training import train_state
 
@@ -225,11 +226,23 @@ def init_train_state(get_model: Callable[..., Any], key: Array, config,
 def sample_images(get_model: Callable[..., Any], params: PyTree, attributes: Array, key: Array,
                   temperature: float | Array, config) -> Array:
     """The model's `generate(attributes, temperature)`, with `key` as the "sample" stream: the
-    body of every model's `sample`."""
+    body of every model's `sample`.
+
+    Raises:
+      ValueError: for attribute vectors whose width is not the one the parameters were trained
+        with (flax's own error names a parameter shape, not the attributes).
+    """
     attributes = jnp.asarray(attributes, jnp.float32)
     model = get_model(config, attributes.shape[-1])
-    return model.apply({"params": params}, attributes, temperature, method=type(model).generate,
-                       rngs={"sample": key})
+    try:
+        return model.apply({"params": params}, attributes, temperature,
+                           method=type(model).generate, rngs={"sample": key})
+    except flax.errors.ScopeParamShapeError as e:
+        raise ValueError(
+            f"sample: the attribute vectors have {attributes.shape[-1]} columns (shape "
+            f"{tuple(attributes.shape)}), which the model's parameters do not take ({e}). Give one "
+            "column per attribute the model was trained on, in its order: "
+            "cmma_jax.workdirs.load_model(workdir).attribute_names.") from None
 
 
 def apply_to_images(get_model: Callable[..., Any], params: PyTree, image: Array,
