@@ -211,7 +211,7 @@ def faces_from_attributes_figure(models, raw_attributes: np.ndarray, names: Sequ
         judged = (verdicts or {}).get("models", {}).get(m.label)
         if judged:
             col_labels = [col_labels[0]] + [
-                f"{label} {100 * judged[a]['off']:.0f}→{100 * judged[a]['on']:.0f}%"
+                f"{label} {100 * judged[a]['off']:.0f}->{100 * judged[a]['on']:.0f}%"
                 if a in judged else label for label, a in zip(col_labels[1:], columns)]
         panels.append(labelled_grid(np.asarray(faces).reshape(r, c, *faces.shape[1:]),
                                     row_labels, col_labels,
