@@ -20,6 +20,13 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def _replacing(path: str, mode: str) -> Iterator[Any]:
     """A file object to write; on success it replaces `path` (atomically), on failure it is
@@ -27,6 +34,8 @@ def _replacing(path: str, mode: str) -> Iterator[Any]:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file private (0600); results are read by others as any file is.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

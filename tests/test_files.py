@@ -117,3 +117,11 @@ def test_the_doors_refuse_an_output_dir_that_is_a_file_before_loading_anything(d
     assert result.stderr.strip() == (f"launch/{door}: --output_dir {blocking} is a file, not a "
                                      "folder: choose another path or move the file away. Nothing "
                                      "was computed."), result.stderr[-2000:]
+
+
+def test_written_files_have_the_usual_permissions(tmp_path):
+    path = str(tmp_path / "results.json")
+    files.write_json(path, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
