@@ -792,7 +792,17 @@ def _check_gan_kind(kind: str) -> None:
         raise ValueError(f"Unknown GAN loss kind {kind!r}; choose one of {GAN_LOSS_KINDS}.")
 
 
-def gan_discriminator_loss(real_logits: ArrayLike, fake_logits: ArrayLike, kind: str) -> Array:
+def _gan_event_ndims(what: str, logits: Array, event_ndims: int | None) -> int:
+    """A logit is a scalar per example: by default `[B]` (or `[B, ...]`, summed over the rest)
+    with the batch first; `event_ndims` as elsewhere (0 for one example's logit under vmap)."""
+    if event_ndims is None:
+        _check_min_rank(what, "logits", logits, 1)
+        return logits.ndim - 1
+    return _event_ndims(what, event_ndims, logits.ndim, "logits")
+
+
+def gan_discriminator_loss(real_logits: ArrayLike, fake_logits: ArrayLike, kind: str, *,
+                           event_ndims: int | None = None) -> Array:
     """Discriminator loss per example pair, from the discriminator's logits (D = σ(logit)).
 
     With r a logit on a real image and f a logit on a generated one:
@@ -807,17 +817,19 @@ def gan_discriminator_loss(real_logits: ArrayLike, fake_logits: ArrayLike, kind:
       real_logits: `[B]` (or `[B, ...]`, summed over the non-batch axes).
       fake_logits: same shape as `real_logits`.
       kind: one of `GAN_LOSS_KINDS`.
+      event_ndims: the trailing axes of one example (None: all but the first; 0 for one
+        example's scalar logit, as inside `jax.vmap` over examples).
 
     Returns:
-      `[B]`; the caller takes the mean.
+      `[B]` (the batch shape); the caller takes the mean.
 
     Raises:
       ValueError: on an unknown kind or a shape mismatch.
     """
     _check_gan_kind(kind)
-    real_logits, fake_logits = jnp.asarray(real_logits), jnp.asarray(fake_logits)
+    real_logits, fake_logits = _at_least_float32(real_logits, fake_logits)
     _check_same_shape("gan_discriminator_loss", real_logits=real_logits, fake_logits=fake_logits)
-    _check_min_rank("gan_discriminator_loss", "real_logits", real_logits, 1)
+    k = _gan_event_ndims("gan_discriminator_loss", real_logits, event_ndims)
     if kind in ("minimax", "non_saturating"):
         # softplus(-r) = -log σ(r) and softplus(f) = -log(1 - σ(f)), without log(0) when σ saturates.
         per_elem = jax.nn.softplus(-real_logits) + jax.nn.softplus(fake_logits)
@@ -825,10 +837,11 @@ def gan_discriminator_loss(real_logits: ArrayLike, fake_logits: ArrayLike, kind:
         per_elem = jax.nn.relu(1.0 - real_logits) + jax.nn.relu(1.0 + fake_logits)
     else:  # least_squares
         per_elem = 0.5 * jnp.square(real_logits - 1.0) + 0.5 * jnp.square(fake_logits)
-    return per_elem if per_elem.ndim == 1 else _sum_non_batch(per_elem)
+    return _sum_event(per_elem, k)
 
 
-def gan_generator_loss(fake_logits: ArrayLike, kind: str) -> Array:
+def gan_generator_loss(fake_logits: ArrayLike, kind: str, *,
+                       event_ndims: int | None = None) -> Array:
     """Generator loss per example, from the discriminator's logits f on generated images.
 
     - "minimax": log(1 - σ(f)) = -softplus(f) (the original min-max game; its gradient vanishes
@@ -840,16 +853,17 @@ def gan_generator_loss(fake_logits: ArrayLike, kind: str) -> Array:
     Args:
       fake_logits: `[B]` (or `[B, ...]`, summed over the non-batch axes).
       kind: one of `GAN_LOSS_KINDS`.
+      event_ndims: as in `gan_discriminator_loss`.
 
     Returns:
-      `[B]`; the caller takes the mean.
+      `[B]` (the batch shape); the caller takes the mean.
 
     Raises:
       ValueError: on an unknown kind or a missing batch axis.
     """
     _check_gan_kind(kind)
-    fake_logits = jnp.asarray(fake_logits)
-    _check_min_rank("gan_generator_loss", "fake_logits", fake_logits, 1)
+    (fake_logits,) = _at_least_float32(fake_logits)
+    k = _gan_event_ndims("gan_generator_loss", fake_logits, event_ndims)
     if kind == "minimax":
         per_elem = -jax.nn.softplus(fake_logits)
     elif kind == "non_saturating":
@@ -858,4 +872,4 @@ def gan_generator_loss(fake_logits: ArrayLike, kind: str) -> Array:
         per_elem = -fake_logits
     else:  # least_squares
         per_elem = 0.5 * jnp.square(fake_logits - 1.0)
-    return per_elem if per_elem.ndim == 1 else _sum_non_batch(per_elem)
+    return _sum_event(per_elem, k)

@@ -205,3 +205,22 @@ def test_elbo_terms_give_the_samples_the_distributions_and_the_networks_extras()
                                          r"log_var, aux\)"):
         losses.cvae_elbo(jax.random.key(2), x, y, encode=lambda x, y: _encode(x, y)[0],
                          decode=_decode)
+
+
+@pytest.mark.parametrize("kind", losses.GAN_LOSS_KINDS)
+def test_gan_losses_per_example_under_vmap(kind):
+    real, fake = _normal(B), _normal(B)
+    batch_d = losses.gan_discriminator_loss(real, fake, kind)
+    batch_g = losses.gan_generator_loss(fake, kind)
+    assert batch_d.shape == batch_g.shape == (B,)
+    np.testing.assert_allclose(
+        jax.vmap(lambda r, f: losses.gan_discriminator_loss(r, f, kind, event_ndims=0))(
+            real, fake), batch_d, rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.vmap(lambda f: losses.gan_generator_loss(f, kind, event_ndims=0))(fake), batch_g,
+        rtol=1e-6)
+    with pytest.raises(ValueError, match="expected at least 1 dimension"):
+        losses.gan_generator_loss(fake[0], kind)  # one logit without event_ndims
+    # [B, 1] logits (a discriminator's last layer) give the same [B].
+    np.testing.assert_allclose(losses.gan_generator_loss(fake[:, None], kind), batch_g,
+                               rtol=1e-6)
