@@ -26,6 +26,8 @@ import jax
 import orbax.checkpoint as ocp
 from grain import checkpoint as grain_checkpoint
 
+from cmma_jax import files
+
 PyTree = Any
 
 CHECKPOINT_DIR = "checkpoints"
@@ -154,10 +156,7 @@ def record_hashes(workdir: str, steps) -> None:
     present = {name for name in os.listdir(directory(workdir))} if os.path.isdir(
         directory(workdir)) else set()
     hashes = {k: v for k, v in hashes.items() if k in present}
-    path = os.path.join(workdir, HASH_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(hashes, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    files.write_json(os.path.join(workdir, HASH_FILE), hashes, indent=1, sort_keys=True)
 
 
 def verify(workdir: str, step: int) -> bool | None:

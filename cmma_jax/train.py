@@ -43,13 +43,13 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from cmma_jax import checkpoints, data, parallel, presets, workdirs
+from cmma_jax import checkpoints, data, files, parallel, presets, workdirs
+from cmma_jax import convergence as convergence_lib
 from cmma_jax.configs import checks
 from cmma_jax.convergence import Convergence
 # The loop's log and hooks live in cmma_jax.hooks; their names are the trainer's too.
 from cmma_jax.hooks import (Hook, MetricWriter, SampleWriter, ValidationBound,  # noqa: F401
                             validation_faces)
-from cmma_jax import convergence as convergence_lib
 from cmma_jax.data import resident
 from cmma_jax.models import MODELS
 from cmma_jax.progress import Progress
@@ -162,7 +162,7 @@ def check_convergence_rule(config: ml_collections.ConfigDict) -> None:
     rule = Convergence.from_config(config.training)  # checks patience, margin and interval
     if rule is None:
         return
-    if rule.metric != "val_elbo" and not rule.metric.startswith("val_"):
+    if not rule.metric.startswith("val_"):
         raise ValueError(f"training.stop_metric must be a validation metric (val_...), got "
                          f"{rule.metric!r}.")
     name = config.model.name
@@ -338,9 +338,7 @@ def _forget_metrics_after(workdir: str, step: int) -> None:
         if row_step <= step:
             kept.append(line if line.endswith("\n") else line + "\n")
     if len(kept) != len(lines):
-        with open(path + ".tmp", "w") as f:
-            f.writelines(kept)
-        os.replace(path + ".tmp", path)
+        files.write_text(path, "".join(kept))
 
 
 def _last_good(manager) -> str:
