@@ -53,10 +53,9 @@ import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import ml_collections
-import numpy as np
 
 from cmma_jax import (checkpoints, classifier, configs, convergence, data, evaluate, figures,
-                      files, presets, train, workdirs)
+                      files, presets, stats, train, workdirs)
 from cmma_jax.evaluate import EvalSettings
 from cmma_jax.figures import FigureSettings
 from cmma_jax.images import IMAGE_SHAPE
@@ -612,12 +611,7 @@ def _figures_stage(workdir, settings, timings) -> None:
 # The report: numbers per seed, across seeds, paired differences
 
 
-def mean_stderr(values: Sequence[float]) -> dict[str, Any]:
-    """Mean and standard error (sample std with ddof=1 over sqrt(n); None for n < 2)."""
-    v = np.asarray([x for x in values if x is not None], np.float64)
-    n = int(v.size)
-    return {"mean": float(v.mean()) if n else None,
-            "stderr": float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else None, "n": n}
+mean_stderr = stats.mean_stderr
 
 
 def model_numbers(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

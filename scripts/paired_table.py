@@ -23,9 +23,12 @@ import argparse
 
 import numpy as np
 
+from cmma_jax import stats
+
 
 def _se(x: np.ndarray) -> float:
-    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+    se = stats.standard_error(x)
+    return float("nan") if se is None else se
 
 
 def chain_table(entries, estimator: str, seeds=None) -> list[str]:

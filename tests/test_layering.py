@@ -29,6 +29,7 @@ LAYERS = {
     "cmma_jax.progress": 0,
     "cmma_jax.presets": 0,
     "cmma_jax.files": 0,
+    "cmma_jax.stats": 0,
     "cmma_jax.flag_types": 0,
     "cmma_jax.data": 1,
     "cmma_jax.configs": 1,

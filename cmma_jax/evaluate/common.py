@@ -9,6 +9,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from cmma_jax import stats
+
 Array = jax.Array
 ProgressFn = Callable[[float, float], None]
 
@@ -29,12 +31,16 @@ def bits_per_dim(nats_per_image: float | np.ndarray, dim: int) -> float | np.nda
     return -np.asarray(nats_per_image, np.float64) / (dim * LN2)
 
 
+def nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def summarize(values: np.ndarray, dim: int | None = None) -> dict[str, float]:
     """Mean, standard error and count of per-face values (nats); with `dim`, bits/dim too."""
     v = np.asarray(values, np.float64)
     n = int(v.size)
     out = {"nats": float(np.mean(v)),
-           "stderr": float(np.std(v, ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
+           "stderr": nan_if_none(stats.standard_error(v)),
            "num_images": n}
     if dim is not None:
         out["bits_per_dim"] = float(bits_per_dim(out["nats"], dim))

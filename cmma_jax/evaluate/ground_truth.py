@@ -69,6 +69,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cmma_jax import files as files_lib
+from cmma_jax import stats
 from cmma_jax import classifier as classifier_lib
 from cmma_jax.data import pipeline
 from cmma_jax.data import synthetic_faces
@@ -320,7 +321,7 @@ def _mse_summary(values: np.ndarray) -> dict[str, Any]:
     if n == 0:
         return {"mse": None, "mse_stderr": None, "psnr": None, "num_faces": 0}
     mse = float(v.mean())
-    return {"mse": mse, "mse_stderr": float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
+    return {"mse": mse, "mse_stderr": stats.standard_error(v),
             "psnr": psnr(mse), "num_faces": n}
 
 

@@ -11,6 +11,9 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
+from cmma_jax import stats
+from cmma_jax.evaluate import common
+
 
 def machine_description() -> dict[str, Any]:
     """The machine and software the numbers come from."""
@@ -53,8 +56,7 @@ def paired_differences(per_face: Sequence[Mapping[str, np.ndarray]],
             d = np.asarray(a, np.float64) - np.asarray(other[estimator], np.float64)
             out.append({"estimator": estimator, "a": names[0], "b": name,
                         "difference": float(d.mean()),
-                        "stderr": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1
-                        else float("nan"),
+                        "stderr": common.nan_if_none(stats.standard_error(d)),
                         "num_images": int(len(d)),
                         "a_better_fraction": float(np.mean(d > 0))})
     return out
