@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from cmma_jax import evaluate, losses, metrics
+from cmma_jax import workdirs as workdirs_lib
 from cmma_jax.data import reading
 
 import eval_helpers
@@ -358,3 +359,53 @@ def test_models_of_different_datasets_are_refused():
     evaluate.data_config_for([Fake("a", "lfw", ("x",), num_workers=4), Fake("b", "lfw", ("x",))])
     with pytest.raises(ValueError, match="Unknown estimator"):
         evaluate.EvalSettings(estimators=("bound", "fid"))
+
+
+def test_a_registered_toy_estimator_runs_through_the_evaluation_and_its_report(
+        workdirs, tmp_path, monkeypatch):
+    """A new estimator is one module and one registry entry: registered here (the registry is
+    patched, so the suite's other tests see the built-in four), it is validated by the settings,
+    run on the models with its capability, skipped on the others, and shown in results.json,
+    per_face.npz, the paired differences and the report's table and settings."""
+    from cmma_jax.evaluate import estimator as estimator_lib
+    from cmma_jax.evaluate import registry
+
+    monkeypatch.setattr(registry, "ESTIMATORS", dict(registry.ESTIMATORS))
+    with pytest.raises(ValueError, match="Unknown estimator"):
+        evaluate.EvalSettings(estimators=("pixel_mean",))
+
+    def pixel_mean(ctx):
+        # The mean pixel of each test face: a statistic with a closed form to check against.
+        values = np.concatenate([c.images[: c.num_valid].mean(axis=(1, 2, 3))
+                                 for c in ctx.reader(ctx.settings.split, 5, 2)])
+        return estimator_lib.Estimate({"mean": float(values.mean()), "faces": len(values)},
+                                      per_face={"pixel_mean": values},
+                                      notes=[f"{ctx.model.name}: toy estimator ran"])
+
+    registry.register(estimator_lib.Estimator(
+        name="pixel_mean", requires="bound", estimate=pixel_mean,
+        columns=lambda models: [("mean pixel", lambda m: estimator_lib.fmt(
+            m.get("pixel_mean"), "mean", "none", 4))],
+        numbers=lambda s: {"pixel_mean": (s["mean"], None)},
+        describe=lambda s: "mean pixel: the first 5 faces"))
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(registry.get("pixel_mean"))
+    settings = evaluate.EvalSettings(estimators=("pixel_mean",), show_progress=False)
+    results = evaluate.evaluate_workdirs([workdirs["cmma"], workdirs["cvae"], workdirs["cgan"]],
+                                         settings, str(tmp_path))
+    cmma, cvae, cgan = results["models"]
+    faces = reading.SplitReader(evaluate.data_config_for(
+        [workdirs_lib.load_model(workdirs["cmma"])]), "test", batch_size=5, limit=5)
+    expected = np.concatenate([c.images[: c.num_valid] for c in faces]).mean(axis=(1, 2, 3))
+    assert cmma["pixel_mean"] == {"mean": pytest.approx(float(expected.mean())), "faces": 5}
+    assert cvae["pixel_mean"]["mean"] == pytest.approx(float(expected.mean()))
+    assert "pixel_mean" not in cgan  # no "bound" capability
+    assert set(cmma["seconds"]) == {"pixel_mean"}
+    assert results["notes"] == ["cmma: toy estimator ran", "cvae: toy estimator ran"]
+    np.testing.assert_allclose(np.load(tmp_path / "per_face.npz")["0_cmma/pixel_mean"], expected,
+                               rtol=1e-6)
+    assert [(c["estimator"], c["b"], c["difference"]) for c in results["comparisons"]] == [
+        ("pixel_mean", "cvae", 0.0)]
+    table = open(tmp_path / "results.md").read()
+    assert "| model | step | mean pixel |" in table
+    assert f"{expected.mean():,.4f}" in table and "- mean pixel: the first 5 faces" in table

@@ -3,14 +3,16 @@ face by face."""
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cmma_jax.data.reading import Chunk
-from cmma_jax.evaluate.common import Array, ProgressFn, call_progress, compiled, single_face
+from cmma_jax.evaluate.common import (Array, ProgressFn, call_progress, compiled, single_face,
+                                      summarize)
+from cmma_jax.evaluate.estimator import DIM, Context, Estimate, Estimator, fmt
 
 
 def conditional_bound(model_lib, params, config, chunks: Iterable[Chunk], key: Array, *,
@@ -119,3 +121,58 @@ def importance_weighted_bounds(model_lib, params, config, chunks: Iterable[Chunk
             out[k].append(lme)
         done += chunk.num_valid
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+# The registry's entries (cmma_jax.evaluate.registry)
+
+
+def _bound_estimate(ctx: Context) -> Estimate:
+    s, m = ctx.settings, ctx.model
+    chunks = ctx.reader(s.split, s.num_test, s.batch_size)
+    terms = conditional_bound(m.model_lib, m.params, m.config, chunks, ctx.key,
+                              num_samples=s.bound_samples,
+                              progress=ctx.progress("bound", chunks.num_examples),
+                              total=chunks.num_examples)
+    return Estimate({**summarize(terms["elbo"], DIM),
+                     "log_likelihood": float(np.mean(terms["log_likelihood"])),
+                     "kl": float(np.mean(terms["kl"])), "num_samples": s.bound_samples},
+                    per_face={"bound": terms["elbo"]})
+
+
+BOUND = Estimator(
+    name="bound", requires="bound", estimate=_bound_estimate,
+    columns=lambda _: [("bound (nats)", lambda m: fmt(m.get("bound"))),
+                       ("bound (bits/dim)", lambda m: fmt(m.get("bound"), "bits_per_dim",
+                                                          "bits_per_dim_stderr", 4))],
+    numbers=lambda b: {"bound": (b.get("nats"), b.get("stderr")),
+                       "bound_bits_per_dim": (b.get("bits_per_dim"),
+                                              b.get("bits_per_dim_stderr"))},
+    labels={"bound": ("bound (nats)", 0), "bound_bits_per_dim": ("bound (bits/dim)", 4)},
+    describe=lambda s: (f"bound and IWAE: {s['num_test'] or 'all'} faces, {s['bound_samples']} "
+                        f"sample(s) of z for the bound"))
+
+
+def _iwae_estimate(ctx: Context) -> Estimate:
+    s, m = ctx.settings, ctx.model
+    chunks = ctx.reader(s.split, s.num_test, s.batch_size)
+    iwae = importance_weighted_bounds(
+        m.model_lib, m.params, m.config, chunks, ctx.key, num_samples=s.iwae_samples,
+        sample_chunk=s.iwae_sample_chunk,
+        progress=ctx.progress(f"IWAE K<={max(s.iwae_samples)}", chunks.num_examples),
+        total=chunks.num_examples)
+    return Estimate({str(k): summarize(v, DIM) for k, v in iwae.items()},
+                    per_face={f"iwae_{k}": v for k, v in iwae.items()})
+
+
+def _iwae_columns(models: Sequence[Mapping]) -> list:
+    ks = sorted({int(k) for m in models for k in (m.get("iwae") or {})})
+    return [(f"IWAE K={k} (nats)", lambda m, k=k: fmt((m.get("iwae") or {}).get(str(k))))
+            for k in ks]
+
+
+IWAE = Estimator(
+    name="iwae", requires="iwae", estimate=_iwae_estimate, columns=_iwae_columns,
+    numbers=lambda r: {f"iwae_{int(k)}": (v.get("nats"), v.get("stderr"))
+                       for k, v in sorted(r.items(), key=lambda kv: int(kv[0]))},
+    describe=lambda s: (f"IWAE: K = {', '.join(map(str, s['iwae_samples']))} (nested: K uses "
+                        "the first K samples)"))

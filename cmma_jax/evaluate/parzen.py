@@ -3,14 +3,15 @@ validation faces."""
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
 
 from cmma_jax import metrics
 from cmma_jax.data.reading import Chunk
-from cmma_jax.evaluate.common import Array, ProgressFn, call_progress, compiled
+from cmma_jax.evaluate.common import Array, ProgressFn, call_progress, compiled, summarize
+from cmma_jax.evaluate.estimator import DIM, Context, Estimate, Estimator, fmt
 
 
 def per_face_sampler(model_lib, config, temperature: float):
@@ -96,3 +97,52 @@ def select_parzen_sigma(model_lib, params, config, chunks: Iterable[Chunk], key:
     ll = parzen_log_likelihoods(model_lib, params, config, chunks, key, num_samples=num_samples,
                                 sigmas=sigmas, **kwargs)
     return metrics.best_sigma(sigmas, ll)
+
+
+# The registry's entry (cmma_jax.evaluate.registry)
+
+
+def _parzen_estimate(ctx: Context) -> Estimate:
+    s, m = ctx.settings, ctx.model
+    common_args = dict(num_samples=s.parzen_samples, temperature=s.parzen_temperature,
+                       sample_chunk=s.parzen_sample_chunk)
+    val = ctx.reader(s.validation_split, s.parzen_num_validation, s.parzen_batch)
+    sigma, grid = select_parzen_sigma(
+        m.model_lib, m.params, m.config, val, jax.random.fold_in(ctx.key, 0),
+        sigmas=s.parzen_sigmas, progress=ctx.progress("Parzen sigma on validation",
+                                                      val.num_examples),
+        total=val.num_examples, **common_args)
+    test = ctx.reader(s.split, s.parzen_num_test, s.parzen_batch)
+    ll = parzen_log_likelihoods(
+        m.model_lib, m.params, m.config, test, jax.random.fold_in(ctx.key, 1), sigmas=[sigma],
+        progress=ctx.progress("Parzen test", test.num_examples), total=test.num_examples,
+        **common_args)[0]
+    at_edge = sigma in (min(s.parzen_sigmas), max(s.parzen_sigmas))
+    notes = [f"{m.name}: the Parzen σ chosen ({sigma:g}) is at the edge of the grid; widen "
+             "--parzen_sigmas."] if at_edge else []
+    return Estimate({**summarize(ll, DIM), "sigma": sigma, "sigma_at_grid_edge": bool(at_edge),
+                     "validation_mean_by_sigma": {f"{x:g}": float(v) for x, v in
+                                                  zip(s.parzen_sigmas, grid)},
+                     "num_validation": val.num_examples, "num_samples": s.parzen_samples},
+                    per_face={"parzen": ll}, notes=notes)
+
+
+def _sigma_cell(m: Mapping[str, Any]) -> str:
+    p = m.get("parzen")
+    if not p:
+        return "–"
+    return f"{p['sigma']:g}" + (" (grid edge)" if p.get("sigma_at_grid_edge") else "")
+
+
+PARZEN = Estimator(
+    name="parzen", requires="sample", estimate=_parzen_estimate,
+    columns=lambda _: [("Parzen (nats)", lambda m: fmt(m.get("parzen"))),
+                       ("Parzen σ", _sigma_cell)],
+    numbers=lambda p: {"parzen": (p.get("nats"), p.get("stderr")),
+                       "parzen_sigma": (p.get("sigma"), None)},
+    labels={"parzen": ("Parzen (nats)", 0), "parzen_sigma": ("Parzen σ", 3)},
+    describe=lambda s: (f"Parzen: {s['parzen_num_test'] or 'all'} test faces, "
+                        f"{s['parzen_num_validation'] or 'all'} validation faces, "
+                        f"{s['parzen_samples']} generated faces each at temperature "
+                        f"{s['parzen_temperature']:g}, σ grid "
+                        f"{', '.join(f'{x:g}' for x in s['parzen_sigmas'])}"))

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from cmma_jax import stats
-from cmma_jax.evaluate import common
+from cmma_jax.evaluate import common, registry
 
 
 def machine_description() -> dict[str, Any]:
@@ -79,69 +79,34 @@ def json_safe(obj):
 # Markdown
 
 
-def _fmt(summary: Mapping[str, Any] | None, key: str = "nats", err: str = "stderr",
-         digits: int = 0) -> str:
-    if not summary or summary.get(key) is None:
-        return "–"
-    value = summary[key]
-    text = f"{value:,.{digits}f}"
-    if summary.get(err) is not None and math.isfinite(summary[err]):
-        text += f" ± {summary[err]:,.{digits}f}"
-    return text
-
-
-def _fmt_num(value, digits=3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def markdown_report(results: Mapping[str, Any]) -> str:
     """The results as Markdown: a table with one row per model (and the real faces), the
     per-attribute fidelity, and the settings that produced them."""
     models = results["models"]
-    ks = sorted({int(k) for m in models for k in (m.get("iwae") or {})})
+    s = results["settings"]
+    # The registered estimators of the evaluation, in its order, each with its columns.
+    estimators = [registry.get(e) for e in s.get("estimators", registry.ESTIMATORS)
+                  if e in registry.ESTIMATORS]
+    columns = [c for e in estimators for c in e.columns(models)]
     lines = [f"## Evaluation on {results['dataset']} ({results['split']} split)", ""]
-    header = ["model", "step", "bound (nats)", "bound (bits/dim)"]
-    header += [f"IWAE K={k} (nats)" for k in ks]
-    header += ["Parzen (nats)", "Parzen σ", "attribute accuracy", "attribute AUC"]
+    header = ["model", "step"] + [h for h, _ in columns]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for m in models:
-        fid = m.get("fidelity") or {}
-        parzen = m.get("parzen")
-        row = [f"{m['model']} (`{m['workdir']}`)", str(m["step"]), _fmt(m.get("bound")),
-               _fmt(m.get("bound"), "bits_per_dim", "bits_per_dim_stderr", 4)]
-        row += [_fmt((m.get("iwae") or {}).get(str(k))) for k in ks]
-        row += [_fmt(parzen), f"{parzen['sigma']:g}" + (" (grid edge)" if
-                parzen.get("sigma_at_grid_edge") else "") if parzen else "–",
-                _fmt_num(fid.get("mean_accuracy")), _fmt_num(fid.get("mean_auc"))]
+        row = [f"{m['model']} (`{m['workdir']}`)", str(m["step"])] + [c(m) for _, c in columns]
         lines.append("| " + " | ".join(row) + " |")
     real = (results.get("real") or {}).get("fidelity")
     if real:
-        row = ["real test faces (classifier ceiling)", "–", "–", "–"] + ["–"] * len(ks)
-        row += ["–", "–", _fmt_num(real["mean_accuracy"]), _fmt_num(real["mean_auc"])]
+        row = ["real test faces (classifier ceiling)", "–"] + [c({"fidelity": real})
+                                                              for _, c in columns]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Bounds and log-likelihoods: nats per image (mean ± standard error over the "
               "faces), log-densities of x in [0, 1]^12288, higher is better. bits/dim = "
               "-nats / (12288 ln 2), lower is better (negative when the density exceeds 1; "
               "not comparable with discrete 8-bit bits/dim)."]
-    with_fid = [m for m in models if m.get("fidelity")]
-    if with_fid or real:
-        names = list((real or with_fid[0]["fidelity"])["per_attribute"])
-        undefined = sorted({n for f in ([real] if real else []) + [m["fidelity"] for m in with_fid]
-                            for n in f["undefined_auc"]})
-        lines += ["", "### Attribute fidelity per attribute (accuracy / AUC)", ""]
-        cols = (["real faces"] if real else []) + [m["model"] for m in with_fid]
-        lines.append("| attribute | positive rate | " + " | ".join(cols) + " |")
-        lines.append("|" + "---|" * (len(cols) + 2))
-        sources = ([real] if real else []) + [m["fidelity"] for m in with_fid]
-        for n in names:
-            rate = sources[0]["per_attribute"][n]["positive_rate"]
-            cells = [f"{s['per_attribute'][n]['accuracy']:.2f} / "
-                     f"{_fmt_num(s['per_attribute'][n]['auc'], 2)}" for s in sources]
-            lines.append(f"| {n} | {rate:.2f} | " + " | ".join(cells) + " |")
-        if undefined:
-            lines += ["", "AUC undefined (the attribute is constant over the faces scored; left "
-                      "out of the mean AUC): " + ", ".join(undefined) + "."]
+    for e in estimators:
+        if e.section is not None:
+            lines += e.section(results)
     if results.get("comparisons"):
         lines += ["", "### Paired differences (same faces)", "",
                   "| estimator | difference (nats) | faces where the first is higher | faces |",
@@ -152,21 +117,12 @@ def markdown_report(results: Mapping[str, Any]) -> str:
                          f"{100 * c['a_better_fraction']:.0f}% | {c['num_images']} |")
     if results.get("notes"):
         lines += [""] + [f"Note: {n}" for n in results["notes"]]
-    s = results["settings"]
     lines += ["", "### Settings", "",
               f"- dataset `{results['dataset']}`" + (f" from `{results['data_dir']}`"
                                                      if results.get("data_dir") else "")
-              + f", split `{s['split']}`; σ chosen on `{s['validation_split']}`",
-              f"- bound and IWAE: {s['num_test'] or 'all'} faces, {s['bound_samples']} sample(s) "
-              f"of z for the bound, K = {', '.join(map(str, s['iwae_samples']))} "
-              "(nested: K uses the first K samples)",
-              f"- Parzen: {s['parzen_num_test'] or 'all'} test faces, "
-              f"{s['parzen_num_validation'] or 'all'} validation faces, {s['parzen_samples']} "
-              f"generated faces each at temperature {s['parzen_temperature']:g}, "
-              f"σ grid {', '.join(f'{x:g}' for x in s['parzen_sigmas'])}",
-              f"- fidelity: classifier `{(results.get('classifier') or {}).get('workdir')}`, "
-              f"generated faces at temperature {s['fidelity_temperature']:g}",
-              f"- seed {s['seed']}; {results['date']}",
+              + f", split `{s['split']}`; σ chosen on `{s['validation_split']}`"]
+    lines += [f"- {e.describe(s)}" for e in estimators]
+    lines += [f"- seed {s['seed']}; {results['date']}",
               f"- machine: {results['machine']['processor']}, {results['machine']['cpu_count']} "
               f"CPUs, {results['machine']['platform']}, jax {results['machine']['jax']} "
               f"({results['machine']['backend']})"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import sys
 import time
@@ -16,10 +15,10 @@ import numpy as np
 from cmma_jax import classifier as classifier_lib
 from cmma_jax import files
 from cmma_jax.data.reading import SplitReader
-from cmma_jax.evaluate import bounds, fidelity, parzen, report
-from cmma_jax.evaluate.common import Array, summarize
+from cmma_jax.evaluate import fidelity, registry, report
+from cmma_jax.evaluate.common import Array
+from cmma_jax.evaluate.estimator import Context
 from cmma_jax.evaluate.settings import EvalSettings
-from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.progress import Progress
 from cmma_jax.workdirs import TrainedModel, load_model, split_option_differences
 
@@ -64,8 +63,10 @@ def _fold(key: Array, name: str) -> Array:
 
 
 def _evaluate_model(model: TrainedModel, settings: EvalSettings, data_section, key: Array,
-                    predict_fn, classifier_names) -> dict[str, Any]:
-    model_lib, params, config = model.model_lib, model.params, model.config
+                    predict_fn, classifier_names) -> tuple[dict[str, Any], list[str]]:
+    """Every estimator of the settings that applies to the model (`registry.ESTIMATORS`):
+    the model's results and the notes."""
+    config = model.config
     result: dict[str, Any] = {
         "workdir": model.workdir, "model": model.name, "step": model.step,
         "preset": config.model.get("preset"), "attribute_encoding": model.encoding,
@@ -73,85 +74,23 @@ def _evaluate_model(model: TrainedModel, settings: EvalSettings, data_section, k
     }
     per_face: dict[str, np.ndarray] = {}
     result["per_face"] = per_face  # taken out (to per_face.npz) by evaluate_workdirs
-    tag = f"[{model.name}]"
-
-    capabilities = model.capabilities
-    dim = math.prod(IMAGE_SHAPE)
-
-    def progress(what, total):
-        return Progress(f"{tag} {what}", total, enabled=settings.show_progress)
-
-    def reader(split, limit, batch):
-        return SplitReader(data_section, split, batch_size=batch, limit=limit)
-
-    if "bound" in settings.estimators and "bound" in capabilities:
+    notes: list[str] = []
+    for name in settings.estimators:
+        estimator = registry.get(name)
+        if estimator.requires not in model.capabilities:
+            continue
+        if estimator.needs_classifier and predict_fn is None:
+            continue
         t0 = time.perf_counter()
-        chunks = reader(settings.split, settings.num_test, settings.batch_size)
-        terms = bounds.conditional_bound(
-            model_lib, params, config, chunks, _fold(key, "bound"),
-            num_samples=settings.bound_samples,
-            progress=progress("bound", chunks.num_examples), total=chunks.num_examples)
-        per_face["bound"] = terms["elbo"]
-        result["bound"] = {**summarize(terms["elbo"], dim),
-                           "log_likelihood": float(np.mean(terms["log_likelihood"])),
-                           "kl": float(np.mean(terms["kl"])),
-                           "num_samples": settings.bound_samples}
-        result["seconds"]["bound"] = time.perf_counter() - t0
-    if "iwae" in settings.estimators and "iwae" in capabilities:
-        t0 = time.perf_counter()
-        chunks = reader(settings.split, settings.num_test, settings.batch_size)
-        iwae = bounds.importance_weighted_bounds(
-            model_lib, params, config, chunks, _fold(key, "iwae"),
-            num_samples=settings.iwae_samples, sample_chunk=settings.iwae_sample_chunk,
-            progress=progress(f"IWAE K<={max(settings.iwae_samples)}", chunks.num_examples),
-            total=chunks.num_examples)
-        result["iwae"] = {str(k): summarize(v, dim) for k, v in iwae.items()}
-        per_face.update({f"iwae_{k}": v for k, v in iwae.items()})
-        result["seconds"]["iwae"] = time.perf_counter() - t0
-    if "parzen" in settings.estimators and "sample" in capabilities:
-        t0 = time.perf_counter()
-        common_args = dict(num_samples=settings.parzen_samples,
-                           temperature=settings.parzen_temperature,
-                           sample_chunk=settings.parzen_sample_chunk)
-        parzen_key = _fold(key, "parzen")
-        val = reader(settings.validation_split, settings.parzen_num_validation,
-                     settings.parzen_batch)
-        sigma, grid = parzen.select_parzen_sigma(
-            model_lib, params, config, val, jax.random.fold_in(parzen_key, 0),
-            sigmas=settings.parzen_sigmas,
-            progress=progress("Parzen sigma on validation", val.num_examples),
-            total=val.num_examples, **common_args)
-        test = reader(settings.split, settings.parzen_num_test, settings.parzen_batch)
-        ll = parzen.parzen_log_likelihoods(
-            model_lib, params, config, test, jax.random.fold_in(parzen_key, 1), sigmas=[sigma],
-            progress=progress("Parzen test", test.num_examples), total=test.num_examples,
-            **common_args)[0]
-        per_face["parzen"] = ll
-        at_edge = sigma in (min(settings.parzen_sigmas), max(settings.parzen_sigmas))
-        result["parzen"] = {**summarize(ll, dim), "sigma": sigma,
-                            "sigma_at_grid_edge": bool(at_edge),
-                            "validation_mean_by_sigma": {f"{s:g}": float(m) for s, m in
-                                                         zip(settings.parzen_sigmas, grid)},
-                            "num_validation": val.num_examples,
-                            "num_samples": settings.parzen_samples}
-        result["seconds"]["parzen"] = time.perf_counter() - t0
-    if predict_fn is not None and "sample" in capabilities:
-        t0 = time.perf_counter()
-        chunks = reader(settings.split, settings.num_test, settings.batch_size)
-        sampler = parzen.per_face_sampler(model_lib, config, float(settings.fidelity_temperature))
-        fid_key = _fold(key, "fidelity")
-        zero = np.zeros((1,), np.int32)
-
-        def generate(chunk):
-            out = sampler(params, chunk.attributes(model.encoding), chunk.indices, zero, fid_key)
-            return out[:, 0]
-
-        result["fidelity"] = fidelity.attribute_fidelity(
-            predict_fn, chunks, generate_fn=generate, attribute_names=classifier_names,
-            progress=progress("fidelity", chunks.num_examples), total=chunks.num_examples)
-        result["fidelity"]["temperature"] = settings.fidelity_temperature
-        result["seconds"]["fidelity"] = time.perf_counter() - t0
-    return result
+        context = Context(model=model, settings=settings, data_section=data_section,
+                          key=_fold(key, name), predict_fn=predict_fn,
+                          attribute_names=classifier_names)
+        estimate = estimator.estimate(context)
+        result[name] = estimate.summary
+        per_face.update(estimate.per_face)
+        notes += estimate.notes
+        result["seconds"][name] = time.perf_counter() - t0
+    return result, notes
 
 
 def evaluate_workdirs(workdirs: Sequence[str], settings: EvalSettings | None = None,
@@ -186,7 +125,8 @@ def evaluate_workdirs(workdirs: Sequence[str], settings: EvalSettings | None = N
                                    prepared_dir=settings.prepared_dir)
     names = models[0].attribute_names
     predict_fn, classifier_info = None, None
-    if "fidelity" in settings.estimators and settings.classifier_workdir:
+    if settings.classifier_workdir and any(registry.get(e).needs_classifier
+                                           for e in settings.estimators):
         predict_fn, c_config = classifier_lib.load_predict_fn(settings.classifier_workdir, names)
         classifier_info = {"workdir": settings.classifier_workdir,
                            "num_steps": int(c_config.training.num_steps)}
@@ -203,18 +143,14 @@ def evaluate_workdirs(workdirs: Sequence[str], settings: EvalSettings | None = N
         "real": None,
         "notes": [],
     }
-    if "fidelity" in settings.estimators and predict_fn is None:
-        results["notes"].append("Attribute fidelity skipped: no classifier "
-                                "(--classifier_workdir; train one with "
-                                "launch/train_classifier.py).")
+    for name in settings.estimators:
+        if registry.get(name).needs_classifier and predict_fn is None:
+            results["notes"].append(f"{name} skipped: no classifier (--classifier_workdir; "
+                                    "train one with launch/train_classifier.py).")
     for model in models:
-        results["models"].append(
-            _evaluate_model(model, settings, data_section, key, predict_fn, names))
-        chosen = results["models"][-1].get("parzen")
-        if chosen and chosen["sigma_at_grid_edge"]:
-            results["notes"].append(
-                f"{model.name}: the Parzen σ chosen ({chosen['sigma']:g}) is at the edge of the "
-                "grid; widen --parzen_sigmas.")
+        result, notes = _evaluate_model(model, settings, data_section, key, predict_fn, names)
+        results["models"].append(result)
+        results["notes"] += notes
     for note in results["notes"]:
         if settings.show_progress:
             print(f"note: {note}", file=sys.stderr, flush=True)

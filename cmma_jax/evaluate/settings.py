@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
-ESTIMATORS = ("bound", "iwae", "parzen", "fidelity")
+from cmma_jax.evaluate import registry
+
+ESTIMATORS = tuple(registry.ESTIMATORS)  # the built-in estimators' names
+
+
+def _registered() -> tuple[str, ...]:
+    return tuple(registry.ESTIMATORS)
 
 
 def _default_sigmas() -> tuple[float, ...]:
@@ -22,7 +28,7 @@ class EvalSettings:
     Attributes:
       split: the split scored ("test").
       validation_split: the split on which the Parzen σ is chosen ("validation").
-      estimators: any of `ESTIMATORS`.
+      estimators: names in `registry.ESTIMATORS` (default: all of them).
       num_test: faces of `split` for the bound, IWAE and fidelity (None: all of them).
       batch_size: faces per call for the bound, IWAE and fidelity.
       bound_samples: Monte Carlo samples of z per face for the variational bound (the paper: 1).
@@ -46,7 +52,7 @@ class EvalSettings:
 
     split: str = "test"
     validation_split: str = "validation"
-    estimators: tuple[str, ...] = ESTIMATORS
+    estimators: tuple[str, ...] = dataclasses.field(default_factory=_registered)
     num_test: int | None = None
     batch_size: int = 32
     bound_samples: int = 1
@@ -67,9 +73,10 @@ class EvalSettings:
     show_progress: bool = True
 
     def __post_init__(self):
-        unknown = sorted(set(self.estimators) - set(ESTIMATORS))
+        unknown = sorted(set(self.estimators) - set(registry.ESTIMATORS))
         if unknown:
-            raise ValueError(f"Unknown estimator(s) {unknown}; choose from {ESTIMATORS}.")
+            raise ValueError(f"Unknown estimator(s) {unknown}; choose from "
+                             f"{tuple(registry.ESTIMATORS)}.")
         positive = ("batch_size", "bound_samples", "iwae_sample_chunk", "parzen_samples",
                     "parzen_batch", "parzen_sample_chunk")
         for name in positive:

@@ -1,0 +1,31 @@
+"""The estimators an evaluation can run, by name: the one list the evaluation, its settings, its
+report, its flags and the reproduction read. A new estimator is a module that defines an
+`estimator.Estimator` and one line below (docs/design.md, "a new estimator")."""
+
+from __future__ import annotations
+
+from cmma_jax.evaluate import bounds, fidelity, parzen
+from cmma_jax.evaluate.estimator import Estimator
+
+ESTIMATORS: dict[str, Estimator] = {
+    "bound": bounds.BOUND,
+    "iwae": bounds.IWAE,
+    "parzen": parzen.PARZEN,
+    "fidelity": fidelity.FIDELITY,
+}
+
+
+def get(name: str) -> Estimator:
+    try:
+        return ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(f"Unknown estimator {name!r}; choose from {sorted(ESTIMATORS)}.") \
+            from None
+
+
+def register(estimator: Estimator) -> Estimator:
+    """Adds an estimator at run time (e.g. a user's own, before building `EvalSettings`)."""
+    if estimator.name in ESTIMATORS:
+        raise ValueError(f"An estimator named {estimator.name!r} is already registered.")
+    ESTIMATORS[estimator.name] = estimator
+    return estimator
