@@ -66,7 +66,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from cmma_jax import files as files_lib
 from cmma_jax import stats
@@ -74,7 +74,7 @@ from cmma_jax import classifier as classifier_lib
 from cmma_jax.data import pipeline
 from cmma_jax.data import synthetic_faces
 from cmma_jax.evaluate import report
-from cmma_jax.images import labelled_grid, save_png, vstack_images
+from cmma_jax.images import heatmap, labelled_grid, save_png, vstack_images
 from cmma_jax.models import MODELS
 from cmma_jax.progress import Progress
 from cmma_jax.workdirs import TrainedModel, load_model, read_workdir
@@ -451,71 +451,6 @@ def edit_figure(blocks: Sequence[Mapping[str, Any]]) -> Image.Image:
     if not panels:
         raise ValueError("No edit blocks to draw.")
     return vstack_images(panels, gap=12)
-
-
-_VIRIDIS = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)],
-                    np.float64)
-
-
-def _colour(t: float) -> tuple[int, int, int]:
-    t = min(1.0, max(0.0, t)) * (len(_VIRIDIS) - 1)
-    i = min(int(t), len(_VIRIDIS) - 2)
-    c = _VIRIDIS[i] + (t - i) * (_VIRIDIS[i + 1] - _VIRIDIS[i])
-    return tuple(int(round(v)) for v in c)
-
-
-def heatmap(values: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], *,
-            low: float, high: float, title: str, cell: tuple[int, int] = (34, 20)
-            ) -> Image.Image:
-    """A heat map `[rows, cols]`: cells coloured by the value from `low` (dark) to `high`
-    (yellow), the value written in each (2 decimals; "-" for NaN, on grey), row labels on the
-    left, column labels written upwards on top, a title above."""
-    values = np.asarray(values, np.float64)
-    rows, cols = values.shape
-    if (len(row_labels), len(col_labels)) != (rows, cols):
-        raise ValueError(f"{len(row_labels)} row and {len(col_labels)} column labels for "
-                         f"values of shape {values.shape}.")
-    font = ImageFont.load_default()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def size(text):
-        left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
-        return right - left, bottom - top
-
-    cw, ch = cell
-    line_h = size("Ag")[1] + 4
-    left = max(size(t)[0] for t in row_labels) + 10
-    top_labels = max(size(t)[0] for t in col_labels) + 8
-    title_h = line_h + 6
-    canvas = Image.new("RGB", (left + cols * cw + 4, title_h + top_labels + rows * ch + 4),
-                       "white")
-    draw = ImageDraw.Draw(canvas)
-    draw.text((4, 3), title, fill="black", font=font)
-    for j, text in enumerate(col_labels):
-        w, _ = size(text)
-        label = Image.new("RGB", (w + 4, line_h), "white")
-        ImageDraw.Draw(label).text((2, 1), text, fill="black", font=font)
-        label = label.rotate(90, expand=True)
-        canvas.paste(label, (left + j * cw + (cw - label.width) // 2,
-                             title_h + top_labels - label.height - 2))
-    y0 = title_h + top_labels
-    for i, text in enumerate(row_labels):
-        draw.text((4, y0 + i * ch + (ch - line_h) // 2 + 2), text, fill="black", font=font)
-        for j in range(cols):
-            v = values[i, j]
-            box = (left + j * cw, y0 + i * ch, left + (j + 1) * cw - 1, y0 + (i + 1) * ch - 1)
-            if np.isfinite(v):
-                t = (v - low) / (high - low)
-                fill = _colour(t)
-                text_colour = "white" if t < 0.6 else "black"
-                text = f"{v:.2f}"
-            else:
-                fill, text_colour, text = (200, 200, 200), "black", "-"
-            draw.rectangle(box, fill=fill)
-            w, h = size(text)
-            draw.text((box[0] + (cw - w) // 2, box[1] + (ch - line_h) // 2 + 2), text,
-                      fill=text_colour, font=font)
-    return canvas
 
 
 def probe_figure(rows: Sequence[Mapping[str, Any]], factors: Sequence[str],
