@@ -1,9 +1,10 @@
-"""Images as people see them: the image shape, grids of faces with labels, PNG files.
+"""Images as people see them: the image shape, grids of faces with labels, heat maps, PNG files.
 
 A bottom layer: it imports nothing of `cmma_jax`. Images are float arrays in [0, 1] of shape
 `[N, H, W, 3]` (or `[rows, cols, H, W, 3]` for labelled grids); grid labels are drawn with
-Pillow's built-in font. The trainer's sample grids (`cmma_jax.train`) and the papers' figures
-(`cmma_jax.figures`) are both drawn with these.
+Pillow's built-in font. The trainer's sample grids (`cmma_jax.train`), the papers' figures
+(`cmma_jax.figures`) and the ground truth's probe heat maps (`cmma_jax.evaluate.ground_truth`)
+are all drawn with these.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ def _font():
     return ImageFont.load_default()
 
 
+def _text_size(font):
+    """`text -> (width, height)` of text drawn in `font`."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def text_size(text):
+        left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
+        return right - left, bottom - top
+
+    return text_size
+
+
 def labelled_grid(images: np.ndarray, row_labels: Sequence[str] | None = None,
                   col_labels: Sequence[str] | None = None, pad: int = 2,
                   title: str | None = None) -> Image.Image:
@@ -75,12 +87,7 @@ def labelled_grid(images: np.ndarray, row_labels: Sequence[str] | None = None,
         raise ValueError(f"{len(col_labels)} column labels for {cols} columns.")
     grid = Image.fromarray(image_grid(images, pad=pad))
     font = _font()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def text_size(text):
-        left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
-        return right - left, bottom - top
-
+    text_size = _text_size(font)
     line_h = text_size("Ag")[1] + 4
     left_w = (max(text_size(t)[0] for t in row_labels) + 8) if row_labels else 0
     # Column labels may be wider than a tile: wrap them on '_' and spaces into several lines.
@@ -118,6 +125,67 @@ def _wrap(text: str, width: int, text_size) -> list[str]:
     if current:
         lines.append(current)
     return lines or [""]
+
+
+# The heat maps' colour map: five stops of viridis, interpolated linearly.
+_VIRIDIS = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)],
+                    np.float64)
+
+
+def _colour(t: float) -> tuple[int, int, int]:
+    t = min(1.0, max(0.0, t)) * (len(_VIRIDIS) - 1)
+    i = min(int(t), len(_VIRIDIS) - 2)
+    c = _VIRIDIS[i] + (t - i) * (_VIRIDIS[i + 1] - _VIRIDIS[i])
+    return tuple(int(round(v)) for v in c)
+
+
+def heatmap(values: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], *,
+            low: float, high: float, title: str, cell: tuple[int, int] = (34, 20)
+            ) -> Image.Image:
+    """A heat map `[rows, cols]`: cells coloured by the value from `low` (dark) to `high`
+    (yellow), the value written in each (2 decimals; "-" for NaN, on grey), row labels on the
+    left, column labels written upwards on top, a title above."""
+    values = np.asarray(values, np.float64)
+    rows, cols = values.shape
+    if (len(row_labels), len(col_labels)) != (rows, cols):
+        raise ValueError(f"{len(row_labels)} row and {len(col_labels)} column labels for "
+                         f"values of shape {values.shape}.")
+    font = _font()
+    size = _text_size(font)
+    cw, ch = cell
+    line_h = size("Ag")[1] + 4
+    left = max(size(t)[0] for t in row_labels) + 10
+    top_labels = max(size(t)[0] for t in col_labels) + 8
+    title_h = line_h + 6
+    canvas = Image.new("RGB", (left + cols * cw + 4, title_h + top_labels + rows * ch + 4),
+                       "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 3), title, fill="black", font=font)
+    for j, text in enumerate(col_labels):
+        w, _ = size(text)
+        label = Image.new("RGB", (w + 4, line_h), "white")
+        ImageDraw.Draw(label).text((2, 1), text, fill="black", font=font)
+        label = label.rotate(90, expand=True)
+        canvas.paste(label, (left + j * cw + (cw - label.width) // 2,
+                             title_h + top_labels - label.height - 2))
+    y0 = title_h + top_labels
+    for i, text in enumerate(row_labels):
+        draw.text((4, y0 + i * ch + (ch - line_h) // 2 + 2), text, fill="black", font=font)
+        for j in range(cols):
+            v = values[i, j]
+            box = (left + j * cw, y0 + i * ch, left + (j + 1) * cw - 1, y0 + (i + 1) * ch - 1)
+            if np.isfinite(v):
+                t = (v - low) / (high - low)
+                fill = _colour(t)
+                text_colour = "white" if t < 0.6 else "black"
+                text = f"{v:.2f}"
+            else:
+                fill, text_colour, text = (200, 200, 200), "black", "-"
+            draw.rectangle(box, fill=fill)
+            w, h = size(text)
+            draw.text((box[0] + (cw - w) // 2, box[1] + (ch - line_h) // 2 + 2), text,
+                      fill=text_colour, font=font)
+    return canvas
 
 
 def save_png(path: str, image: Image.Image | np.ndarray, colors: int | None = None) -> str:
