@@ -16,7 +16,7 @@ from cmma_jax.reproduce.stages import (_classifier_stage, _evaluate_stage, _figu
 
 def reproduce(settings: ReproduceSettings, workdir: str, *, stages: Sequence[str] = STAGES,
               command: str | None = None) -> dict[str, Any]:
-    """Runs the protocol into `workdir`, skipping what is finished (module docstring).
+    """Runs the protocol into `workdir`, skipping what is finished (`cmma_jax.reproduce`).
 
     Args:
       settings: `ReproduceSettings`.
