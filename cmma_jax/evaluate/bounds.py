@@ -147,7 +147,7 @@ BOUND = Estimator(
     numbers=lambda b: {"bound": (b.get("nats"), b.get("stderr")),
                        "bound_bits_per_dim": (b.get("bits_per_dim"),
                                               b.get("bits_per_dim_stderr"))},
-    labels={"bound": ("bound (nats)", 0), "bound_bits_per_dim": ("bound (bits/dim)", 4)},
+    label={"bound": ("bound (nats)", 0), "bound_bits_per_dim": ("bound (bits/dim)", 4)}.get,
     describe=lambda s: (f"bound and IWAE: {s['num_test'] or 'all'} faces, {s['bound_samples']} "
                         f"sample(s) of z for the bound"))
 
@@ -174,5 +174,6 @@ IWAE = Estimator(
     name="iwae", requires="iwae", estimate=_iwae_estimate, columns=_iwae_columns,
     numbers=lambda r: {f"iwae_{int(k)}": (v.get("nats"), v.get("stderr"))
                        for k, v in sorted(r.items(), key=lambda kv: int(kv[0]))},
+    label=lambda n: (f"IWAE K={n[5:]} (nats)", 0) if n.startswith("iwae_") else None,
     describe=lambda s: (f"IWAE: K = {', '.join(map(str, s['iwae_samples']))} (nested: K uses "
                         "the first K samples)"))

@@ -90,8 +90,8 @@ class Estimator:
         averages over seeds.
       unpaired: the names among `numbers` without per-face values, whose differences between
         models the reproduction takes from the means.
-      labels: {number name: (label, digits)} for reports; unlisted numbers are shown in nats to
-        the unit.
+      label: `label(number name) -> (label, digits)` for reports, or None for a number that is
+        not its own.
       describe: `describe(settings_dict) -> str`, the report's settings line.
       section: `section(results) -> [markdown lines]`, a part of the report of its own (e.g.
         fidelity per attribute), after the table; None: none.
@@ -105,7 +105,7 @@ class Estimator:
     numbers: Callable[[Mapping[str, Any]], dict[str, tuple[float | None, float | None]]]
     describe: Callable[[Mapping[str, Any]], str]
     unpaired: tuple[str, ...] = ()
-    labels: Mapping[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    label: Callable[[str], tuple[str, int] | None] = lambda name: None
     needs_classifier: bool = False
     section: Callable[[Mapping[str, Any]], list[str]] | None = None
 

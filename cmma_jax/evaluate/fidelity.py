@@ -116,6 +116,7 @@ FIDELITY = Estimator(
     numbers=lambda f: {"fidelity_accuracy": (f.get("mean_accuracy"), None),
                        "fidelity_auc": (f.get("mean_auc"), None)},
     unpaired=("fidelity_accuracy", "fidelity_auc"), section=_per_attribute_section,
-    labels={"fidelity_accuracy": ("attribute accuracy", 3), "fidelity_auc": ("attribute AUC", 3)},
+    label={"fidelity_accuracy": ("attribute accuracy", 3),
+           "fidelity_auc": ("attribute AUC", 3)}.get,
     describe=lambda s: (f"fidelity: classifier `{s['classifier_workdir']}`, generated faces at "
                         f"temperature {s['fidelity_temperature']:g}"))

@@ -140,7 +140,7 @@ PARZEN = Estimator(
                        ("Parzen σ", _sigma_cell)],
     numbers=lambda p: {"parzen": (p.get("nats"), p.get("stderr")),
                        "parzen_sigma": (p.get("sigma"), None)},
-    labels={"parzen": ("Parzen (nats)", 0), "parzen_sigma": ("Parzen σ", 3)},
+    label={"parzen": ("Parzen (nats)", 0), "parzen_sigma": ("Parzen σ", 3)}.get,
     describe=lambda s: (f"Parzen: {s['parzen_num_test'] or 'all'} test faces, "
                         f"{s['parzen_num_validation'] or 'all'} validation faces, "
                         f"{s['parzen_samples']} generated faces each at temperature "

@@ -23,6 +23,24 @@ def get(name: str) -> Estimator:
             from None
 
 
+def number_label(name: str) -> tuple[str, int]:
+    """(label, digits) of a number of `Estimator.numbers`, from the estimator it belongs to
+    (a number no estimator claims: its own name, to the unit)."""
+    for estimator in ESTIMATORS.values():
+        found = estimator.label(name)
+        if found is not None:
+            return found
+    return name, 0
+
+
+def number_order(name: str) -> tuple:
+    """Sort key of the numbers: by estimator in registry order, then by name, K's as numbers."""
+    rank = next((i for i, e in enumerate(ESTIMATORS.values()) if e.label(name) is not None),
+                len(ESTIMATORS))
+    stem = name.rstrip("0123456789")
+    return rank, stem, int(name[len(stem):]) if len(stem) < len(name) else -1
+
+
 def register(estimator: Estimator) -> Estimator:
     """Adds an estimator at run time (e.g. a user's own, before building `EvalSettings`)."""
     if estimator.name in ESTIMATORS:

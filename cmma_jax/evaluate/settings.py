@@ -37,7 +37,7 @@ class EvalSettings:
       parzen_num_test: faces of `split` scored by Parzen (None: all).
       parzen_num_validation: faces of `validation_split` used to choose σ (None: all).
       parzen_samples: S, faces generated per test face.
-      parzen_sigmas: the σ grid.
+      parzen_sigmas: the σ grid (default: 17 values from 0.02 to 0.8, log-spaced).
       parzen_temperature: scale of the prior noise for the generated faces (1: the model).
       parzen_batch: test faces per call (memory: parzen_batch × parzen_sample_chunk images).
       parzen_sample_chunk: generated faces per test face per call.
@@ -56,12 +56,14 @@ class EvalSettings:
     num_test: int | None = None
     batch_size: int = 32
     bound_samples: int = 1
-    iwae_samples: tuple[int, ...] = (1, 10, 100)
+    iwae_samples: tuple[int, ...] = dataclasses.field(default=(1, 10, 100),
+                                                      metadata={"flag": "positive_ints"})
     iwae_sample_chunk: int = 10
     parzen_num_test: int | None = 100
     parzen_num_validation: int | None = 100
     parzen_samples: int = 200
-    parzen_sigmas: tuple[float, ...] = dataclasses.field(default_factory=_default_sigmas)
+    parzen_sigmas: tuple[float, ...] = dataclasses.field(default_factory=_default_sigmas,
+                                                         metadata={"flag": "positive_floats"})
     parzen_temperature: float = 1.0
     parzen_batch: int = 10
     parzen_sample_chunk: int = 50

@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+from cmma_jax.evaluate import registry
 
-# Formatting as evaluate/report.py: nats to the unit, bits/dim to 4 decimals, accuracies and AUCs
-# to 3, differences in nats to 1 with a sign.
-_DIGITS = {"bound_bits_per_dim": 4, "fidelity_accuracy": 3, "fidelity_auc": 3, "parzen_sigma": 3}
+
+# Formatting as evaluate/report.py: each number's digits from its estimator (nats to the unit,
+# bits/dim to 4 decimals, accuracies and AUCs to 3); differences in nats to 1 with a sign.
+def _digits(name: str) -> int:
+    return registry.number_label(name)[1]
 
 
 def _number(value, stderr=None, digits=0, sign=False) -> str:
@@ -21,25 +24,16 @@ def _number(value, stderr=None, digits=0, sign=False) -> str:
 
 
 def _label(name: str) -> str:
-    if name.startswith("iwae_"):
-        return f"IWAE K={name[5:]} (nats)"
-    return {"bound": "bound (nats)", "bound_bits_per_dim": "bound (bits/dim)",
-            "parzen": "Parzen (nats)", "parzen_sigma": "Parzen σ",
-            "fidelity_accuracy": "attribute accuracy", "fidelity_auc": "attribute AUC"}[name]
+    return registry.number_label(name)[0]
 
 
 def _quantity(name: str) -> str:
-    return {"bound": "bound", "parzen": "Parzen", "fidelity_accuracy": "attribute accuracy",
-            "fidelity_auc": "attribute AUC"}.get(name, name.replace("iwae_", "IWAE K="))
+    return _label(name).removesuffix(" (nats)")
 
 
 def _columns(tables: Sequence[Mapping[str, Mapping[str, Any]]]) -> list[str]:
-    order = ["bound", "bound_bits_per_dim"]
     names = {n for t in tables for numbers in t.values() for n in numbers}
-    ks = sorted(int(n[5:]) for n in names if n.startswith("iwae_"))
-    order += [f"iwae_{k}" for k in ks] + ["parzen", "parzen_sigma", "fidelity_accuracy",
-                                          "fidelity_auc"]
-    return [n for n in order if n in names]
+    return sorted(names, key=registry.number_order)
 
 
 def _duration(seconds: float) -> str:
@@ -76,7 +70,7 @@ def markdown(summary: Mapping[str, Any], *, settings: Mapping[str, Any],
         lines.append("| model | " + " | ".join(_label(c) for c in cols) + " |")
         lines.append("|" + "---|" * (len(cols) + 1))
         for m in models:
-            cells = [_number(across[m][c]["mean"], across[m][c]["stderr"], _DIGITS.get(c, 0))
+            cells = [_number(across[m][c]["mean"], across[m][c]["stderr"], _digits(c))
                      if c in across[m] else "–" for c in cols]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         real = summary.get("real") or {}
@@ -110,7 +104,7 @@ def markdown(summary: Mapping[str, Any], *, settings: Mapping[str, Any],
         lines.append("|" + "---|" * (len(cols) + 2))
         for m in results["models"]:
             row = numbers[m["model"]]
-            cells = [_number(row[c]["value"], row[c]["stderr"], _DIGITS.get(c, 0))
+            cells = [_number(row[c]["value"], row[c]["stderr"], _digits(c))
                      if c in row else "–" for c in cols]
             lines.append(f"| {m['model']} | {m['step']} | " + " | ".join(cells) + " |")
         seed_diffs = summary["differences"]["per_seed"][str(seed)]

@@ -6,36 +6,26 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from cmma_jax import stats
+from cmma_jax.evaluate import registry
 
 mean_stderr = stats.mean_stderr
 
 
 def model_numbers(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The numbers of one model's evaluation: {name: {"value", "stderr" (over faces, or None)}}.
+    """The numbers of one model's evaluation: {name: {"value", "stderr" (over faces, or None)}},
+    each estimator's `numbers` in registry order (`cmma_jax.evaluate.registry`).
 
-    Names: "bound" (nats), "bound_bits_per_dim", "iwae_<K>" (nats), "parzen" (nats),
+    The built-in ones: "bound" (nats), "bound_bits_per_dim", "iwae_<K>" (nats), "parzen" (nats),
     "parzen_sigma", "fidelity_accuracy", "fidelity_auc" (means over attributes)."""
     out: dict[str, dict[str, Any]] = {}
-
-    def put(name, value, stderr=None):
-        if value is not None:
-            out[name] = {"value": float(value), "stderr": None if stderr is None else
-                         float(stderr)}
-
-    bound = result.get("bound")
-    if bound:
-        put("bound", bound.get("nats"), bound.get("stderr"))
-        put("bound_bits_per_dim", bound.get("bits_per_dim"), bound.get("bits_per_dim_stderr"))
-    for k, s in sorted((result.get("iwae") or {}).items(), key=lambda kv: int(kv[0])):
-        put(f"iwae_{int(k)}", s.get("nats"), s.get("stderr"))
-    parzen = result.get("parzen")
-    if parzen:
-        put("parzen", parzen.get("nats"), parzen.get("stderr"))
-        put("parzen_sigma", parzen.get("sigma"))
-    fid = result.get("fidelity")
-    if fid:
-        put("fidelity_accuracy", fid.get("mean_accuracy"))
-        put("fidelity_auc", fid.get("mean_auc"))
+    for name, estimator in registry.ESTIMATORS.items():
+        summary = result.get(name)
+        if not summary:
+            continue
+        for number, (value, stderr) in estimator.numbers(summary).items():
+            if value is not None:
+                out[number] = {"value": float(value),
+                               "stderr": None if stderr is None else float(stderr)}
     return out
 
 
@@ -53,7 +43,7 @@ def seed_differences(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         first = model_numbers(models[0])
         for other in models[1:]:
             numbers = model_numbers(other)
-            for q in ("fidelity_accuracy", "fidelity_auc"):
+            for q in (q for e in registry.ESTIMATORS.values() for q in e.unpaired):
                 if q in first and q in numbers:
                     out.append({"a": models[0]["model"], "b": other["model"], "quantity": q,
                                 "difference": first[q]["value"] - numbers[q]["value"],

@@ -15,7 +15,7 @@ from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.models import MODELS
 
 STAGES = ("train", "classifier", "evaluate", "figures", "report")
-DEFAULT_MODELS = ("cmma", "cvae", "cgan", "vlae")
+DEFAULT_MODELS = tuple(MODELS)  # every registered model (cmma_jax.models)
 SETTINGS_FILE = "reproduce.json"
 TIMINGS_FILE = "timings.json"
 REPORT_MD, REPORT_JSON = "report.md", "report.json"

@@ -51,7 +51,8 @@ class GroundTruthSettings:
     probe_num_train: int = 1000
     probe_test_split: str = "test"
     probe_num_test: int = 1000
-    ridge_alphas: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    ridge_alphas: tuple[float, ...] = dataclasses.field(
+        default=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), metadata={"flag": "positive_floats"})
     probe_select_fraction: float = 0.2
     figure_attributes: tuple[str, ...] = DEFAULT_FIGURE_ATTRIBUTES
     figure_faces: int = 6
