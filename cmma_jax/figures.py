@@ -31,6 +31,7 @@ from PIL import Image
 from cmma_jax import data, files
 from cmma_jax import verdicts as verdicts_lib
 from cmma_jax.data import exclusions
+from cmma_jax.data import registry as data_registry
 from cmma_jax.data.reading import SplitReader
 from cmma_jax.images import labelled_grid, save_png, tile_images
 from cmma_jax.workdirs import load_model, read_workdir, split_option_differences
@@ -46,26 +47,15 @@ from cmma_jax.workdirs import load_model, read_workdir, split_option_differences
 #
 # `generate_figures(workdirs, output_dir, settings)` makes all of them for a set of trained models.
 
-# Per dataset: the two row attributes of Figure 4, its columns (one attribute switched on at a
-# time), the attributes toggled in the edit figure (Figure 6), the one removed in Figure 7, and the
-# two attributes that pick face-arithmetic triples. LFW's are the paper's (Male, Asian); CelebA has
-# no 'Asian' (erratum 9) and uses Pale_Skin; synthetic_faces has CelebA's names.
-_CELEBA_FIGURES = dict(
-    rows=("Male", "Pale_Skin"),
-    columns=("Mouth_Slightly_Open", "Eyeglasses", "Bushy_Eyebrows", "Big_Nose", "Pointy_Nose",
-             "Big_Lips"),
-    edits=("Big_Nose", "Eyeglasses", "Mustache", "Big_Lips"),
-    remove="Eyeglasses",
-    arithmetic=("Male", "Pale_Skin"),
-)
+# Per dataset, the attributes the figures show by default: the data registry's
+# `figure_defaults` (rows and columns of Figure 4, the edits of Figure 6, the attribute removed in
+# Figure 7, the two that pick face-arithmetic triples).
 FIGURE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "celeba": _CELEBA_FIGURES,
-    "celeb_a": _CELEBA_FIGURES,
-    "synthetic_faces": _CELEBA_FIGURES,
-    "lfw": dict(_CELEBA_FIGURES, rows=("Male", "Asian")),
-}
+    name: dict(d.figure_defaults) for name, d in data_registry.REGISTRY.items()
+    if d.figure_defaults is not None}
 
 FIGURES = ("attributes", "edits", "removal", "traversals", "arithmetic")
+BASES = ("mode", "zeros", "mean")  # Figure 4's other attributes (`attribute_grid_inputs`)
 
 
 def figure_defaults(dataset: str) -> dict[str, Any]:
@@ -129,7 +119,7 @@ def attribute_grid_inputs(raw_attributes: np.ndarray, names: Sequence[str],
     """
     if len(rows) != 2:
         raise ValueError(f"Figure 4 takes two row attributes, got {list(rows)}.")
-    if base not in ("mode", "zeros", "mean"):
+    if base not in BASES:
         raise ValueError(f"base must be 'mode', 'zeros' or 'mean', got {base!r}.")
     r1, r2 = attribute_indices(rows, names, dataset)
     cols = attribute_indices(columns, names, dataset)
@@ -390,11 +380,14 @@ class FigureSettings:
       faces: indices into the split of the faces to edit and traverse (None: the first
         `num_faces`).
       num_faces: faces per edit/traversal figure when `faces` is None.
-      rows, columns, base: Figure 4 (`attribute_grid_inputs`).
+      rows, columns: Figure 4's two row attributes and its column attributes (None: the
+        dataset's defaults).
+      base: Figure 4's other attributes: the mode of the split, zeros or the mean
+        (`attribute_grid_inputs`).
       temperature: Figure 4's noise scale (0: means only, as in the paper).
-      edits: attributes switched in Figure 6.
-      remove: the attribute removed in Figure 7.
-      traverse_values: (low, high, count) of the swept coordinate.
+      edits: attributes switched in Figure 6 (None: the dataset's defaults).
+      remove: the attribute removed in Figure 7 (None: Eyeglasses).
+      traverse_values: low,high,count of the swept coordinate.
       traverse_dims: one dimension per ladder layer (None: the most varied,
         `most_varied_dimensions`).
       arithmetic: the two attributes that pick the triples (`arithmetic_triples`).
@@ -414,18 +407,21 @@ class FigureSettings:
     figures: tuple[str, ...] = FIGURES
     split: str = "test"
     pool_size: int = 500
-    faces: tuple[int, ...] | None = None
+    faces: tuple[int, ...] | None = dataclasses.field(default=None, metadata={"flag": "indices"})
     num_faces: int = 6
     rows: tuple[str, ...] | None = None
     columns: tuple[str, ...] | None = None
-    base: str = "mode"
+    base: str = dataclasses.field(default="mode", metadata={"choices": BASES})
     temperature: float = 0.0
     edits: tuple[str, ...] | None = None
     remove: str | None = None
-    traverse_values: tuple[float, float, int] = (-3.0, 3.0, 7)
-    traverse_dims: tuple[int, ...] | None = None
+    traverse_values: tuple[float, float, int] = dataclasses.field(
+        default=(-3.0, 3.0, 7), metadata={"flag": "floats", "count": 3})
+    traverse_dims: tuple[int, ...] | None = dataclasses.field(default=None,
+                                                              metadata={"flag": "indices"})
     arithmetic: tuple[str, ...] | None = None
-    arithmetic_faces: tuple[tuple[int, int, int], ...] | None = None
+    arithmetic_faces: tuple[tuple[int, int, int], ...] | None = dataclasses.field(
+        default=None, metadata={"flag": "index_triples"})
     num_triples: int = 4
     seed: int = 0
     data_dir: str | None = None
@@ -438,6 +434,12 @@ class FigureSettings:
         unknown = sorted(set(self.figures) - set(FIGURES))
         if unknown:
             raise ValueError(f"Unknown figure(s) {unknown}; choose from {FIGURES}.")
+        low, high, count = self.traverse_values
+        if not (float(count).is_integer() and count >= 2):
+            raise ValueError(f"traverse_values=low,high,count: count must be an integer >= 2, "
+                             f"got {count:g}.")
+        # As given on the command line (three numbers): the count as an int.
+        object.__setattr__(self, "traverse_values", (float(low), float(high), int(count)))
 
 
 def generate_figures(workdirs: Sequence[str], output_dir: str,

@@ -13,9 +13,18 @@ A bottom layer: absl only.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import ast
+import collections.abc
+import dataclasses
+import inspect
+import re
+import typing
+from typing import Callable, Mapping, Optional, Sequence
 
 from absl import flags
+
+# The flags these functions define belong to the door that calls them (its --help lists them).
+flags.disclaim_key_flags()
 
 
 class _ListOf(flags.ListParser):
@@ -120,5 +129,179 @@ def DEFINE_index_triples(name, default, help_, flag_values=flags.FLAGS):  # noqa
     return _define(parser, name, default, help_, flag_values)
 
 
+class _KeyValues(flags.ArgumentParser):
+    """key=value items, comma-separated; commas inside brackets stay ("a=(1,2),b=3"); each value
+    a Python literal (int, float, tuple, True, None) where it reads as one, else the string."""
+
+    def parse(self, argument):
+        if isinstance(argument, dict):
+            return dict(argument)
+        out = {}
+        for item in _split_top_level(str(argument)):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"expected key=value items, comma-separated (e.g. "
+                                 f"training.batch_size=32,model.z_dim=64); {item!r} is not one.")
+            out[key.strip()] = _literal(value.strip())
+        return out
+
+    def flag_type(self):
+        return "comma-separated key=value"
+
+
+def _split_top_level(text: str) -> list[str]:
+    items, depth, current = [], 0, ""
+    for ch in text:
+        depth += (ch in "([{") - (ch in ")]}")
+        if ch == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += ch
+    return [i for i in items + [current] if i.strip()]
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def DEFINE_key_values(name, default, help_, flag_values=flags.FLAGS):  # noqa: N802
+    """{key: value} from `key=value,...` (`--override=training.batch_size=32,model.z_dim=(8,8)`);
+    the one parser of such overrides for every door."""
+    return flags.DEFINE(_KeyValues(), name, default or {}, help_, flag_values)
+
+
+# Flags generated from a settings dataclass: the dataclass is the one declaration of every
+# field's name, type, default and help (its docstring's "Attributes:" section); the doors define
+# the flags from it and build the settings back, so that no default is written twice.
+
+_KINDS = {
+    "positive_ints": DEFINE_positive_ints, "indices": DEFINE_indices,
+    "positive_floats": DEFINE_positive_floats, "floats": DEFINE_floats,
+    "index_triples": DEFINE_index_triples,
+}
+
+
+def _attribute_help(cls) -> dict[str, str]:
+    """{field: help} from the class docstring's "Attributes:" section ("a, b: text" gives both)."""
+    out: dict[str, str] = {}
+    lines = inspect.getdoc(cls).splitlines() if inspect.getdoc(cls) else []
+    inside, names, text = False, [], []
+
+    def flush():
+        for n in names:
+            out[n] = " ".join(text).strip()
+
+    for line in lines:
+        if line.strip() == "Attributes:":
+            inside = True
+            continue
+        if not inside:
+            continue
+        match = re.match(r"^  ([a-z_][\w, ]*):\s*(.*)$", line)
+        if match:
+            flush()
+            names = [n.strip() for n in match.group(1).split(",")]
+            text = [match.group(2)]
+        elif line.startswith("    ") and names:
+            text.append(line.strip())
+        elif line.strip() and not line.startswith(" "):
+            break
+    flush()
+    return out
+
+
+def _shape(annotation) -> tuple[type | None, type | None, bool]:
+    """(base type: int, float, str, bool or tuple; a tuple's item type; optional?)."""
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    if optional:
+        annotation = next(a for a in args if a is not type(None))
+    if typing.get_origin(annotation) is tuple:
+        return tuple, typing.get_args(annotation)[0], optional
+    if typing.get_origin(annotation) in (dict, Mapping, collections.abc.Mapping):
+        return dict, None, optional
+    return annotation, None, optional
+
+
+def define_settings_flags(cls, *, only: Sequence[str] | None = None, skip: Sequence[str] = (),
+                          rename: Mapping[str, str] | None = None,
+                          flag_values=flags.FLAGS) -> list[str]:
+    """One flag per field of the frozen dataclass `cls` (those in `only`, less `skip`), named as
+    the field (or `rename[field]`), with the field's default and its docstring line as help.
+
+    Types: bool, int, float and str give absl's flags; an optional int takes 0 for None ("all");
+    a mapping `key=value,...` (`DEFINE_key_values`); a tuple of str a list flag; other tuples the kind in the field's `metadata["flag"]`
+    ("positive_ints", "indices", "positive_floats", "floats", "index_triples"; default: indices
+    for ints, floats for floats); `metadata["choices"]` makes a str field an enum. A field whose
+    default is made by a factory gets no default on the command line (the dataclass's applies).
+    Returns the fields defined, for `settings_from_flags`.
+    """
+    rename = dict(rename or {})
+    helps = _attribute_help(cls)
+    hints = typing.get_type_hints(cls)
+    defined = []
+    for field in dataclasses.fields(cls):
+        if (only is not None and field.name not in only) or field.name in skip:
+            continue
+        name = rename.get(field.name, field.name)
+        base, item, optional = _shape(hints[field.name])
+        default = None if field.default is dataclasses.MISSING else field.default
+        help_ = helps.get(field.name) or field.name
+        kind = field.metadata.get("flag")
+        if field.metadata.get("choices"):
+            flags.DEFINE_enum(name, default, list(field.metadata["choices"]), help_,
+                              flag_values=flag_values)
+        elif base is bool:
+            flags.DEFINE_bool(name, default, help_, flag_values=flag_values)
+        elif base is int:
+            flags.DEFINE_integer(name, default, help_ + (" Give 0 for None." if optional else ""),
+                                 flag_values=flag_values)
+        elif base is float:
+            flags.DEFINE_float(name, default, help_, flag_values=flag_values)
+        elif base is str:
+            flags.DEFINE_string(name, default, help_, flag_values=flag_values)
+        elif base is dict:
+            DEFINE_key_values(name, default, help_ + " On the command line: key=value,... "
+                              "(commas inside brackets stay).", flag_values=flag_values)
+        elif base is tuple:
+            listed = None if default is None else list(default)
+            if item is str:
+                flags.DEFINE_list(name, listed, help_, flag_values=flag_values)
+            else:
+                kind = kind or ("floats" if item is float else "indices")
+                extra = {"count": field.metadata["count"]} if "count" in field.metadata else {}
+                _KINDS[kind](name, listed, help_, flag_values=flag_values, **extra)
+        else:
+            raise TypeError(f"{cls.__name__}.{field.name}: no flag for {hints[field.name]}.")
+        defined.append(field.name)
+    return defined
+
+
+def settings_from_flags(cls, fields: Sequence[str], *, rename: Mapping[str, str] | None = None,
+                        flag_values=flags.FLAGS, **given):
+    """`cls(**values of the flags of `fields`, **given)`: lists as tuples, an optional int's 0
+    as None, an unset flag of a factory-made field left to the dataclass."""
+    rename = dict(rename or {})
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for name in fields:
+        value = flag_values[rename.get(name, name)].value
+        base, _, optional = _shape(hints[name])
+        if value is None and by_name[name].default is dataclasses.MISSING:
+            continue  # the dataclass's factory default
+        if base is int and optional and value == 0:
+            value = None
+        if isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**{**values, **given})
+
+
 __all__ = ["DEFINE_positive_ints", "DEFINE_indices", "DEFINE_positive_floats", "DEFINE_floats",
-           "DEFINE_index_triples"]
+           "DEFINE_index_triples", "DEFINE_key_values", "define_settings_flags",
+           "settings_from_flags"]

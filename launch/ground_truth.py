@@ -28,33 +28,17 @@ import sys
 from absl import app, flags
 
 from cmma_jax import flag_types
+from cmma_jax.evaluate.ground_truth.settings import GroundTruthSettings
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Training workdirs of models trained on synthetic_faces "
                   "(comma-separated), all of one dataset seed.", required=True)
-flags.DEFINE_string("classifier_workdir", None, "An attribute classifier trained on "
-                    "synthetic_faces (launch/train_classifier.py); without one its verdict is "
-                    "skipped.")
 flags.DEFINE_string("output_dir", "results/ground_truth", "Where ground_truth.json, "
                     "ground_truth.md, edits.png and probes.png go.")
-flags.DEFINE_string("split", "test", "The split whose faces are edited.")
-flags.DEFINE_integer("num_faces", 200, "Faces edited, for every attribute (the first ones of "
-                     "--split).")
-flags.DEFINE_list("attributes", None, "The attributes switched (default: all 20).")
-flags.DEFINE_integer("batch_size", 50, "Faces per call of a model or the classifier.")
-flags.DEFINE_string("probe_train_split", "validation", "The split the probes are fitted on.")
-flags.DEFINE_integer("probe_num_train", 1000, "Faces the probes are fitted on.")
-flags.DEFINE_string("probe_test_split", "test", "The split the probes are scored on (the faces "
-                    "after the training faces when it is --probe_train_split).")
-flags.DEFINE_integer("probe_num_test", 1000, "Held-out faces the probes are scored on.")
-flag_types.DEFINE_positive_floats("ridge_alphas", None, "The ridge penalty grid α (λ = α·n on "
-                                  "standardised features; default 1e-4,1e-3,1e-2,0.1,1,10).")
-flags.DEFINE_float("probe_select_fraction", 0.2, "Share of the training faces on which the "
-                   "penalty is chosen.")
-flags.DEFINE_list("figure_attributes", None, "The attributes of edits.png (default: "
-                  "Eyeglasses,Smiling,Mustache,Blond_Hair,Male).")
-flags.DEFINE_integer("figure_faces", 6, "Faces per attribute in edits.png.")
-flags.DEFINE_bool("progress", True, "Print progress lines on stderr.")
+# Every field of GroundTruthSettings, with its default and its docstring line
+# (show_progress: --progress).
+RENAME = {"show_progress": "progress"}
+FIELDS = flag_types.define_settings_flags(GroundTruthSettings, rename=RENAME)
 
 
 def main(argv):
@@ -63,22 +47,10 @@ def main(argv):
     from cmma_jax import files
     from cmma_jax.evaluate import ground_truth as gt
 
-    extra = {}
-    if FLAGS.ridge_alphas:
-        extra["ridge_alphas"] = tuple(FLAGS.ridge_alphas)
-    if FLAGS.figure_attributes:
-        extra["figure_attributes"] = tuple(FLAGS.figure_attributes)
     try:
-        settings = gt.GroundTruthSettings(
-            split=FLAGS.split, num_faces=FLAGS.num_faces,
-            attributes=tuple(FLAGS.attributes) if FLAGS.attributes else None,
-            batch_size=FLAGS.batch_size, classifier_workdir=FLAGS.classifier_workdir,
-            probe_train_split=FLAGS.probe_train_split, probe_num_train=FLAGS.probe_num_train,
-            probe_test_split=FLAGS.probe_test_split, probe_num_test=FLAGS.probe_num_test,
-            probe_select_fraction=FLAGS.probe_select_fraction,
-            figure_faces=FLAGS.figure_faces, show_progress=FLAGS.progress, **extra)
+        settings = flag_types.settings_from_flags(GroundTruthSettings, FIELDS, rename=RENAME)
     except ValueError as e:
-        raise app.UsageError(str(e))
+        raise app.UsageError(str(e)) from None
     try:
         results = gt.ground_truth(FLAGS.workdirs, settings, FLAGS.output_dir)
     except (gt.InputError, FileNotFoundError, files.OutputDirError) as e:

@@ -15,14 +15,14 @@ JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID; SLURM and Cloud TP
 """
 
 import os
-import pathlib
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-MODEL_NAMES = ("cmma", "cvae", "cgan", "vlae")
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "cmma_jax" / "configs"
+from cmma_jax.configs import CONFIGS
+
+MODEL_NAMES = tuple(CONFIGS)  # the registry's names (cmma_jax/configs/__init__.py)
 
 
 def _model_in_argv(argv, default="cmma"):
@@ -51,7 +51,7 @@ def _check_overrides() -> None:
                          "--model).")
     if any(a.startswith("--config=") for a in sys.argv) or _MODEL not in MODEL_NAMES:
         return
-    from cmma_jax.configs import CONFIGS, unknown_overrides
+    from cmma_jax.configs import unknown_overrides
 
     problems = unknown_overrides(CONFIGS[_MODEL].get_config(), sys.argv[1:])
     if problems:
@@ -63,7 +63,7 @@ if __name__ == "__main__":
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "cmma", MODEL_NAMES, "Which model to train.")
 config_flags.DEFINE_config_file(
-    "config", str(CONFIG_DIR / f"{_MODEL if _MODEL in MODEL_NAMES else 'cmma'}.py"),
+    "config", CONFIGS[_MODEL if _MODEL in MODEL_NAMES else "cmma"].__file__,
     "The model's config file (default: cmma_jax/configs/<model>.py); path[:preset].",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics and samples go here "
