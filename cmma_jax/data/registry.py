@@ -44,6 +44,10 @@ class Dataset:
         upstream: a tfds dataset that tfds downloads itself, read through `tfds.data_source`.
         names_of: `(builder, data_dir) -> names or None`, for datasets whose names depend on the
             folder (None: `attribute_names` always).
+        figure_defaults: the attributes the papers' figures show by default
+            (`cmma_jax.figures`): "rows" (Figure 4's two row attributes), "columns" (switched on
+            one at a time), "edits" (Figure 6), "remove" (Figure 7), "arithmetic" (the two that
+            pick face-arithmetic triples). None: the figures need the names given.
     """
 
     name: str
@@ -53,6 +57,7 @@ class Dataset:
     reads_folder: bool
     upstream: bool = False
     names_of: Callable[[tfds.core.DatasetBuilder, str | None], tuple[str, ...] | None] | None = None
+    figure_defaults: Mapping[str, Any] | None = None
 
 
 def _synthetic_faces(data_dir, prepared_dir, options):
@@ -96,17 +101,29 @@ def _lfw_names(builder, data_dir):
     )
 
 
+# The figures' attributes. LFW's rows are the paper's (Male, Asian); CelebA has no 'Asian'
+# (erratum 9) and uses Pale_Skin; synthetic_faces has CelebA's names.
+_CELEBA_FIGURES = dict(
+    rows=("Male", "Pale_Skin"),
+    columns=("Mouth_Slightly_Open", "Eyeglasses", "Bushy_Eyebrows", "Big_Nose", "Pointy_Nose",
+             "Big_Lips"),
+    edits=("Big_Nose", "Eyeglasses", "Mustache", "Big_Lips"),
+    remove="Eyeglasses",
+    arithmetic=("Male", "Pale_Skin"),
+)
+
 REGISTRY: Mapping[str, Dataset] = {
     d.name: d
     for d in (
         Dataset("synthetic_faces", synthetic_lib.OPTIONS, synthetic_lib.ATTRIBUTE_NAMES,
-                _synthetic_faces, reads_folder=False),
+                _synthetic_faces, reads_folder=False, figure_defaults=_CELEBA_FIGURES),
         Dataset("celeba", celeba_lib.OPTIONS, celeba_lib.ATTRIBUTE_NAMES, _celeba,
-                reads_folder=True),
+                reads_folder=True, figure_defaults=_CELEBA_FIGURES),
         Dataset("celeb_a", (), celeba_lib.ATTRIBUTE_NAMES, _celeb_a, reads_folder=False,
-                upstream=True),
+                upstream=True, figure_defaults=_CELEBA_FIGURES),
         Dataset("lfw", tuple(getattr(lfw_lib, "OPTIONS", _LFW_OPTIONS)), lfw_lib.ATTRIBUTE_NAMES,
-                _lfw, reads_folder=True, names_of=_lfw_names),
+                _lfw, reads_folder=True, names_of=_lfw_names,
+                figure_defaults=dict(_CELEBA_FIGURES, rows=("Male", "Asian"))),
     )
 }
 
