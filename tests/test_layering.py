@@ -40,6 +40,7 @@ LAYERS = {
     "cmma_jax.workdirs": 4,
     "cmma_jax.convergence": 4,
     "cmma_jax.train": 5,
+    "cmma_jax.steps": 5,  # the trainer's compiled step (train.make_step)
     "cmma_jax.hooks": 5,
     "cmma_jax.classifier": 5,
     "cmma_jax.evaluate": 6,
