@@ -10,6 +10,7 @@ Modules:
     synthetic_faces: the `synthetic_faces` tfds builder (rendered locally, no download).
     celeba: the `celeba` tfds builder (a local CelebA folder) and CelebA's crop and names.
     lfw: the `lfw_attributes` tfds builder (LFWcrop faces + lfw_attributes.txt, the paper's data).
+    lfw_folder: an LFW folder's attribute file and face layouts, as `lfw` reads them.
 
 Nothing here imports `cmma_jax` outside this package except `cmma_jax.images` (the image shape).
 
