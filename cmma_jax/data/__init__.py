@@ -5,6 +5,10 @@ Modules:
         tfds data sources and grain; the same from a config's `data` section (`load_split`,
         `prepare_from_config`, `builder_options`, `attribute_names_from_config`);
         `attribute_names`, `prepare`, `get_state` / `set_state`.
+    preparing: a dataset's tfds builder, preparing it once (under a lock), a split's source;
+        its names are `pipeline`'s too.
+    batching: the grain side of `pipeline` (attribute encodings, `GlobalBatchSampler`,
+        `BatchIterator`, `Loaded`); its names are `pipeline`'s too.
     reading: a split in fixed-size `Chunk`s, in file order (`SplitReader`), for evaluation.
     registry: one entry per dataset (its builder, the options it takes, its attribute names).
     synthetic_faces: the `synthetic_faces` tfds builder (rendered locally, no download).
