@@ -5,11 +5,16 @@ Modules:
         tfds data sources and grain; the same from a config's `data` section (`load_split`,
         `prepare_from_config`, `builder_options`, `attribute_names_from_config`);
         `attribute_names`, `prepare`, `get_state` / `set_state`.
+    preparing: a dataset's tfds builder, preparing it once (under a lock), a split's source;
+        its names are `pipeline`'s too.
+    batching: the grain side of `pipeline` (attribute encodings, `GlobalBatchSampler`,
+        `BatchIterator`, `Loaded`); its names are `pipeline`'s too.
     reading: a split in fixed-size `Chunk`s, in file order (`SplitReader`), for evaluation.
     registry: one entry per dataset (its builder, the options it takes, its attribute names).
     synthetic_faces: the `synthetic_faces` tfds builder (rendered locally, no download).
     celeba: the `celeba` tfds builder (a local CelebA folder) and CelebA's crop and names.
     lfw: the `lfw_attributes` tfds builder (LFWcrop faces + lfw_attributes.txt, the paper's data).
+    lfw_folder: an LFW folder's attribute file and face layouts, as `lfw` reads them.
 
 Nothing here imports `cmma_jax` outside this package except `cmma_jax.images` (the image shape).
 
