@@ -20,6 +20,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cmma_jax import configs
 from cmma_jax.configs import CONFIGS
 
 MODEL_NAMES = tuple(CONFIGS)  # the registry's names (cmma_jax/configs/__init__.py)
@@ -107,10 +108,8 @@ def main(argv):
                                  f"{config.model.name!r}; drop one of them.")
         if FLAGS.dataset:
             config.data.name = FLAGS.dataset
-        if FLAGS.data_dir:
-            config.data.data_dir = FLAGS.data_dir
-        if FLAGS.prepared_dir:
-            config.data.prepared_dir = FLAGS.prepared_dir
+        configs.base.set_folders(config.data, data_dir=FLAGS.data_dir or None,
+                                 prepared_dir=FLAGS.prepared_dir or None)
         if FLAGS.preset:
             config.model.preset = FLAGS.preset
         if FLAGS.parallelism:

@@ -17,7 +17,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from cmma_jax import classifier, train
+from cmma_jax import classifier, configs, train
 from cmma_jax.configs import unknown_overrides
 
 FLAGS = flags.FLAGS
@@ -47,10 +47,8 @@ def main(argv):
     config = FLAGS.config
     if FLAGS.dataset:
         config.data.name = FLAGS.dataset
-    if FLAGS.data_dir:
-        config.data.data_dir = FLAGS.data_dir
-    if FLAGS.prepared_dir:
-        config.data.prepared_dir = FLAGS.prepared_dir
+    configs.base.set_folders(config.data, data_dir=FLAGS.data_dir or None,
+                             prepared_dir=FLAGS.prepared_dir or None)
     if FLAGS.num_steps:
         config.training.num_steps = FLAGS.num_steps
     workdir = FLAGS.workdir or os.path.join("workdirs", f"classifier_{config.data.name}")

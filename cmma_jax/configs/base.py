@@ -76,6 +76,19 @@ def data_config() -> ml_collections.ConfigDict:
     return data
 
 
+def set_folders(data: ml_collections.ConfigDict, *, data_dir: str | None = None,
+                prepared_dir: str | None = None) -> ml_collections.ConfigDict:
+    """Says where a data section's folders are now: the raw dataset folder (`data_dir`) and the
+    prepared datasets (`prepared_dir`); None keeps the section's own. Changes `data` in place and
+    returns it. The one place every door and library function moves them (training, evaluation,
+    figures, reproduction)."""
+    if data_dir is not None:
+        data.data_dir = data_dir
+    if prepared_dir is not None:
+        data.prepared_dir = prepared_dir
+    return data
+
+
 def get_base_config() -> ml_collections.ConfigDict:
     """The fields every model config shares, with the "auto" preset."""
     config = ml_collections.ConfigDict()

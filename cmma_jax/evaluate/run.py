@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from cmma_jax import classifier as classifier_lib
-from cmma_jax import files
+from cmma_jax import configs, files
 from cmma_jax.data.reading import SplitReader
 from cmma_jax.evaluate import fidelity, registry, report
 from cmma_jax.evaluate.common import Array
@@ -49,12 +49,8 @@ def data_config_for(models: Sequence[TrainedModel], *, data_dir: str | None = No
                 f"{first.config.data.name!r} ({'; '.join(differ)}): the test faces of one are "
                 "not those of the other (some may be the other's training faces). Evaluate "
                 "models of the same splits together.")
-    section = ml_collections.ConfigDict(first.config.data.to_dict())
-    if data_dir is not None:
-        section.data_dir = data_dir
-    if prepared_dir is not None:
-        section.prepared_dir = prepared_dir
-    return section
+    return configs.base.set_folders(ml_collections.ConfigDict(first.config.data.to_dict()),
+                                    data_dir=data_dir, prepared_dir=prepared_dir)
 
 
 def _fold(key: Array, name: str) -> Array:

@@ -41,10 +41,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
 
 def _data_fields(config, settings: ReproduceSettings) -> None:
     config.data.name = settings.dataset
-    if settings.data_dir is not None:
-        config.data.data_dir = settings.data_dir
-    if settings.prepared_dir is not None:
-        config.data.prepared_dir = settings.prepared_dir
+    configs.base.set_folders(config.data, data_dir=settings.data_dir,
+                             prepared_dir=settings.prepared_dir)
     for key, value in settings.data_options.items():
         config.data.options[key] = tuple(value) if isinstance(value, list) else value
 
