@@ -60,6 +60,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_throughput as tt  # noqa: E402
+import quiet  # noqa: E402
 
 from cmma_jax import losses, nets  # noqa: E402
 from cmma_jax.models import cmma  # noqa: E402
@@ -373,7 +374,7 @@ def markdown(records: list[dict[str, Any]], reference: str = "torch eager") -> s
                      f"| {r['executed_flops_per_step'] / 1e9:.2f} "
                      f"| {tt._pct(r['executed_utilisation'])} "
                      f"| {tt._pct(r['model_flops_utilisation'])} | {ratio:.2f}x |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + quiet.describe(records)
 
 
 def compare(preset: str, batch_size: int, peak: dict[str, Any]) -> list[dict[str, Any]]:
@@ -390,9 +391,11 @@ def compare(preset: str, batch_size: int, peak: dict[str, Any]) -> list[dict[str
             runners.append((name, TorchStep(config, batch_size, FLAGS.num_attributes, mode,
                                             decoder=decoder)))
     times: dict[str, list[float]] = {name: [] for name, _ in runners}
-    for _ in range(FLAGS.repeats):  # alternating: one step of each in turn
-        for name, runner in runners:
-            times[name].append(runner.time(1) if isinstance(runner, tt.Step) else runner.time())
+    with quiet.Monitor() as monitor:
+        for _ in range(FLAGS.repeats):  # alternating: one step of each in turn
+            for name, runner in runners:
+                times[name].append(runner.time(1) if isinstance(runner, tt.Step)
+                                   else runner.time())
     jax_steps = {name: r for name, r in runners if isinstance(r, tt.Step)}
     model_flops = next(iter(jax_steps.values())).model_flops if jax_steps else float("nan")
     # The polyphase torch decoder executes what JAX's fast_cpu path executes (the same
@@ -417,6 +420,7 @@ def compare(preset: str, batch_size: int, peak: dict[str, Any]) -> list[dict[str
             "executed_flops_per_second": executed / median,
             "peak_flops_per_second": peak["float32"]["used"],
             "peak_source": peak["float32"]["used_source"], "flags": [],
+            **monitor.summary(),
         }
         for key, flops in (("executed_utilisation", executed),
                            ("model_flops_utilisation", model_flops)):

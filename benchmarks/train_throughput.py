@@ -73,12 +73,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmma_jax import nets, parallel, train
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import quiet  # noqa: E402  (benchmarks/quiet.py)
 from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.models import MODELS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["cmma"], "Models (cmma, cvae, cgan, vlae).")
-flags.DEFINE_list("presets", ["paper"], "Architecture presets (paper, small, tiny).")
+flags.DEFINE_list("presets", ["paper"], "Architecture presets (paper, small, tiny): the paper's networks, and the CPU networks users train.")
 flags.DEFINE_list("batch_sizes", ["64"], "Global batch sizes.")
 flags.DEFINE_list("conv_impls", ["xla", "fast_cpu"], "Convolution implementations "
                   "(model.conv_impl: xla, fast_cpu, auto).")
@@ -460,8 +463,10 @@ def steps_for(seconds_per_step: float, target: float = 1.0) -> int:
     return max(1, int(round(target / max(seconds_per_step, 1e-6))))
 
 
-def record(step: Step, seconds_per_step: list[float], peak: dict[str, Any]) -> dict[str, Any]:
-    """One result record; utilisations against the peak of the step's dtype (`utilisation`)."""
+def record(step: Step, seconds_per_step: list[float], peak: dict[str, Any],
+           conditions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One result record; utilisations against the peak of the step's dtype (`utilisation`);
+    `conditions`: `quiet.Monitor.summary()` of its timing (load, neighbours' CPU, busy)."""
     median = statistics.median(seconds_per_step)
     steps_per_second = 1.0 / median
     dtype = step.config.model.get("dtype", "float32")
@@ -504,6 +509,7 @@ def record(step: Step, seconds_per_step: list[float], peak: dict[str, Any]) -> d
         "executed_utilisation_vs_measured_matmul": executed_m,
         "model_flops_utilisation_vs_measured_matmul": model_m,
         "flags": flags_,
+        **(conditions or {}),
     }
 
 
@@ -530,9 +536,10 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     lines = [
         "| model | preset | batch | dtype | conv_impl | compile s | s/step (median) | steps/s "
         "| images/s | model GFLOP/step | executed GFLOP/step | executed GFLOP/s "
-        "| utilisation (executed / peak) | MFU (model / peak) | MFU vs measured matmul |",
+        "| utilisation (executed / peak) | MFU (model / peak) | MFU vs measured matmul "
+        "| neighbours' CPU |",
         "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: |",
+        "| ---: | ---: | ---: |",
     ]
     for r in records:
         impl = r["conv_impl"] if r["conv_impl"] == r["resolved_conv_impl"] else \
@@ -545,8 +552,15 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
             f"| {r['executed_flops_per_step'] / 1e9:.2f} "
             f"| {r['executed_flops_per_second'] / 1e9:.1f} "
             f"| {_pct(r['executed_utilisation'])} | {_pct(r['model_flops_utilisation'])} "
-            f"| {_pct(r['model_flops_utilisation_vs_measured_matmul'])} |")
-    return "\n".join(lines)
+            f"| {_pct(r['model_flops_utilisation_vs_measured_matmul'])} "
+            f"| {_share(r)} |")
+    return "\n".join(lines) + "\n\n" + quiet.describe(records)
+
+
+def _share(r: dict[str, Any]) -> str:
+    share = r.get("neighbours_cpu_share")
+    text = "?" if share is None else f"{100 * share:.0f}%"
+    return text + (" (busy)" if r.get("busy") else "")
 
 
 def write(path: str, payload: dict[str, Any], table: str) -> None:
@@ -573,11 +587,12 @@ def main(argv):
                          for dtype in FLAGS.dtypes for impl in FLAGS.conv_impls]
                 n = FLAGS.steps_per_repeat or steps_for(min(s.time(1) for s in steps))
                 times = {id(s): [] for s in steps}
-                for _ in range(FLAGS.repeats):
-                    for s in steps:
-                        times[id(s)].append(s.time(n) / n)
+                with quiet.Monitor() as monitor:
+                    for _ in range(FLAGS.repeats):
+                        for s in steps:
+                            times[id(s)].append(s.time(n) / n)
                 for s in steps:
-                    records.append(record(s, times[id(s)], peak))
+                    records.append(record(s, times[id(s)], peak, monitor.summary()))
                     print(json.dumps(records[-1]), flush=True)
                 del steps
                 # Written after each configuration: a run stopped early keeps what it measured.

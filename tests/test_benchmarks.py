@@ -53,6 +53,7 @@ def test_train_throughput_records(tmp_path):
                     "model_flops_utilisation_vs_measured_matmul"):
             assert 0 < r[key] <= 1, (key, r[key])
         assert r["flags"] == []
+        assert {"load_before", "load_after", "neighbours_cpu_share", "busy"} <= set(r)
         if r["conv_impl"] == "xla":
             assert r["executed_flops_per_step"] == r["model_flops_per_step"]
         else:  # the fused polyphase upsampling executes fewer FLOPs than the plain layers
@@ -225,3 +226,33 @@ def test_loop_overhead_dry_run(tmp_path):
         np.testing.assert_allclose(payload["overhead"][path],
                                    [1 - t / b for t, b in zip(rates, bare)])
     assert "| resident |" in (tmp_path / "loop.md").read_text()
+
+
+def test_profile_step_tables(tmp_path):
+    """benchmarks/profile_step.py: every timed operation of the JAX step is matched with its HLO
+    instruction and put in one category; the categories add up to the operations' sum (and
+    PyTorch's too, where it is installed); the machine's conditions are recorded."""
+    frameworks = "jax,torch" if _has_torch() else "jax"
+    out = tmp_path / "profile.json"
+    _run(["benchmarks/profile_step.py", "--presets=tiny", "--batch_sizes=4", "--steps=2",
+          f"--frameworks={frameworks}", f"--out={out}"])
+    (result,) = json.loads(out.read_text())["results"]
+    profiles = result["profiles"]
+    assert [p["label"].split()[0] for p in profiles] == frameworks.split(",")
+    for p in profiles:
+        assert p["ops"] and p["op_ms_per_step"] > 0 and p["wall_ms_per_step"] > 0
+        assert sum(p["by_category"].values()) == pytest.approx(p["op_ms_per_step"])
+        assert sum(p["by_phase"].values()) == pytest.approx(p["op_ms_per_step"])
+        assert {"load_before", "neighbours_cpu_share", "busy"} <= set(p)
+    jax_ops = profiles[0]["ops"]
+    assert any(o["category"] == "convolution" for o in jax_ops)
+    assert any(o["phase"] == "backward" for o in jax_ops)
+    assert "| category |" in (tmp_path / "profile.md").read_text()
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
