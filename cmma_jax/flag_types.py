@@ -178,7 +178,7 @@ def DEFINE_key_values(name, default, help_, flag_values=flags.FLAGS):  # noqa: N
 # field's name, type, default and help (its docstring's "Attributes:" section); the doors define
 # the flags from it and build the settings back, so that no default is written twice.
 
-_KINDS = {
+_KINDS: dict[str, Callable[..., object]] = {
     "positive_ints": DEFINE_positive_ints, "indices": DEFINE_indices,
     "positive_floats": DEFINE_positive_floats, "floats": DEFINE_floats,
     "index_triples": DEFINE_index_triples,
@@ -188,8 +188,10 @@ _KINDS = {
 def _attribute_help(cls) -> dict[str, str]:
     """{field: help} from the class docstring's "Attributes:" section ("a, b: text" gives both)."""
     out: dict[str, str] = {}
-    lines = inspect.getdoc(cls).splitlines() if inspect.getdoc(cls) else []
-    inside, names, text = False, [], []
+    lines = (inspect.getdoc(cls) or "").splitlines()
+    inside = False
+    names: list[str] = []
+    text: list[str] = []
 
     def flush():
         for n in names:
