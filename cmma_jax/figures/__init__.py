@@ -22,13 +22,14 @@ from cmma_jax.figures.drawing import (BASES, FIGURE_DEFAULTS, FIGURES, arithmeti
                                       arithmetic_triples, attribute_grid_inputs,
                                       attribute_indices, edit_figure,
                                       faces_from_attributes_figure, figure_defaults,
-                                      most_varied_dimensions, removal_figure,
-                                      toggled_attributes, traversal_figure)
+                                      most_varied_dimensions, on_off_values,
+                                      removal_figure, toggled_attributes,
+                                      traversal_figure)
 from cmma_jax.figures.run import FigureSettings, generate_figures
 
 __all__ = [
     "FIGURES", "BASES", "FIGURE_DEFAULTS", "FigureSettings", "generate_figures", "figure_defaults",
-    "attribute_indices", "attribute_grid_inputs", "toggled_attributes",
+    "attribute_indices", "attribute_grid_inputs", "toggled_attributes", "on_off_values",
     "faces_from_attributes_figure", "edit_figure", "removal_figure", "most_varied_dimensions",
     "traversal_figure", "arithmetic_figure", "arithmetic_triples",
 ]
