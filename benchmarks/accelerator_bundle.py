@@ -249,7 +249,17 @@ def _pair(out_dir: str, work: str) -> dict | None:
             "param_files": (export.get("models", {}).get(name) or {}).get("files", []),
             "rounding": (export.get("models", {}).get(name) or {}).get("rounding")}
     listing = _listing(out_dir)
-    return {**settings, "models": models, "roundtrip": _load(os.path.join(rec, "roundtrip.json")),
+
+    def exit_of(name):
+        try:
+            with open(os.path.join(rec, name)) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    return {**settings, "models": models, "evaluate_exit": exit_of("evaluate.exit"),
+            "curves_exit": exit_of("curves.exit"),
+            "curves_png": os.path.exists(os.path.join(rec, "learning_curves.png")), "roundtrip": _load(os.path.join(rec, "roundtrip.json")),
             "test_faces": (next(iter(evaluated.values()), {}).get("bound") or {}).get(
                 "num_images"),
             "evaluation_notes": results.get("notes", []), "files": listing,
@@ -283,8 +293,14 @@ def _pair_markdown(p: dict | None) -> list[str]:
             f"({_fmt(m['best_val_elbo_epoch'], '.2f')}) | {_fmt(m['test_bound'])} | {iwae} "
             f"| {_fmt(m['test_parzen'])} |")
     lines += [f"- note: {n}" for n in p.get("evaluation_notes", [])]
+    lines += ["", f"launch/evaluate.py: exit {p.get('evaluate_exit')} (124: cut by its time "
+              f"limit); launch/learning_curves.py: exit {p.get('curves_exit')}, "
+              + ("work/pair/learning_curves.png in logs.tar.gz" if p.get("curves_png") else
+                 "no PNG (no matplotlib there: draw it here from the imported workdirs)")
+              + "; the validation bound of each run in work/pair/<model>/metrics.jsonl."]
     lines += ["", "Files sent back (float16 parameters in params_*.npz: "
-              "`python benchmarks/accelerator_bundle.py import-params OUT_DIR DEST`):", ""]
+              "`python benchmarks/accelerator_bundle.py import-params OUT_DIR DEST`; sizes when "
+              "this summary was written, before its own and logs.tar.gz's last rewrite):", ""]
     lines += [f"- {n}: {b / MIB:.2f} MiB" for n, b in p["files"].items()]
     lines += [f"- PROBLEM: {x}" for x in p.get("files_problems", [])]
     rt = p.get("roundtrip")
