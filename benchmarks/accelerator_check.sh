@@ -4,7 +4,7 @@
 #
 #   benchmarks/accelerator_check.sh OUT_DIR            # on the accelerator
 #   CHECK_ONLY=pair benchmarks/accelerator_check.sh OUT_DIR   # the whole lease to the pair
-#   benchmarks/accelerator_check.sh OUT_DIR --dry-run  # here, on the CPU, tiny settings (~3-5 min)
+#   benchmarks/accelerator_check.sh OUT_DIR --dry-run  # here, on the CPU, tiny settings (~4-5 min)
 #
 # Parts, in order, each under its own `timeout` (seconds; CHECK_<PART>_S overrides), and each
 # skipped when less than its minimum is left of the total budget (CHECK_BUDGET_S, default 530);
@@ -52,7 +52,7 @@ want() { [[ " ${ONLY//,/ } " == *" $1 "* ]]; }
 
 if [[ $DRY == 1 ]]; then
   export JAX_PLATFORMS=cpu
-  BUDGET=${CHECK_BUDGET_S:-400}
+  BUDGET=${CHECK_BUDGET_S:-460}
   PRESET=tiny; BATCHES=8; DTYPES=float32; REPEATS=1; STEPS=1; PEAK_REPEATS=1; PEAK_SIZE=256
   MODELS_ORDER="cmma vlae"; PIPE_BATCHES="8"; PIPE_WORKERS="0"; PIPE_BATCHES_N=5
   TESTS=(tests/test_parallel.py::test_batch_split_helpers "tests/test_models.py::test_paper_preset_shapes[cmma]")
@@ -61,7 +61,7 @@ if [[ $DRY == 1 ]]; then
   PAIR_BATCH=8; PAIR_STEPS_CAP=10000000; PAIR_LOG_EVERY=10; PAIR_CHECKPOINT_EVERY=50
   PAIR_IWAE=1,10; PAIR_PARZEN_N=20; PAIR_PARZEN_SAMPLES=20
   : "${CHECK_SETUP_S:=60}" "${CHECK_TESTS_S:=40}" "${CHECK_MODEL_S:=60}" "${CHECK_INPUT_S:=40}"
-  : "${CHECK_PAIR_S:=230}" "${PAIR_RESERVE_S:=110}" "${PAIR_CURVES_S:=45}" "${PAIR_MIN_S:=60}"
+  : "${CHECK_PAIR_S:=280}" "${PAIR_RESERVE_S:=160}" "${PAIR_CURVES_S:=45}" "${PAIR_MIN_S:=60}"
 else
   # conftest.py defaults JAX_PLATFORMS to cpu; the device tests must run on the device.
   export JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}

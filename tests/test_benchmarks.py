@@ -186,8 +186,8 @@ def test_torch_polyphase_upsampling_is_the_plain_layer():
 
 
 def test_accelerator_check_dry_run(tmp_path):
-    """benchmarks/accelerator_check.sh --dry-run: every part on the CPU with tiny settings (about
-    3 minutes on the loaded 2-core development machine; its own budget stops it at 400 s). The
+    """benchmarks/accelerator_check.sh --dry-run: every part on the CPU with tiny settings (4-5
+    minutes on the loaded 2-core development machine, and ~2 more for the resumed run; its own budget stops it at 460 s). The
     pair part trains the tiny CMMA and CVAE until their SIGTERM (each checkpoints and exits 143),
     exports their float16 parameters within what the device tool sends back (at most 8 files,
     16 MiB each, 64 MiB in all), evaluates them, and imports them back (round trip); then a
