@@ -103,7 +103,10 @@ def _cpu_seconds(procs) -> float:
             root = psutil.Process(p.pid)
             for q in [root, *root.children(recursive=True)]:
                 times = q.cpu_times()
-                total += times.user + times.system
+                # Children it has reaped count too: otherwise the total drops when a busy child
+                # ends, and the next ones look idle until they have used as much (a false hang).
+                total += (times.user + times.system + getattr(times, "children_user", 0.0)
+                          + getattr(times, "children_system", 0.0))
         except psutil.Error:
             continue
     return total

@@ -187,27 +187,105 @@ def test_torch_polyphase_upsampling_is_the_plain_layer():
 
 
 def test_accelerator_check_dry_run(tmp_path):
-    """benchmarks/accelerator_check.sh --dry-run: every part on the CPU with tiny settings
-    (about 70 s on the 2-core development machine; its own budget stops it at 170 s)."""
+    """benchmarks/accelerator_check.sh --dry-run: every part on the CPU with tiny settings (4-5
+    minutes on the loaded 2-core development machine, and ~2 more for the resumed run; its own budget stops it at 460 s). The
+    pair part trains the tiny CMMA and CVAE until their SIGTERM (each checkpoints and exits 143),
+    exports their float16 parameters within what the device tool sends back (at most 8 files,
+    16 MiB each, 64 MiB in all), evaluates them, and imports them back (round trip); then a
+    second run (`CHECK_ONLY=pair`) resumes the CMMA from the returned files."""
+    import accelerator_bundle as ab
+
     out = tmp_path / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     result = run_command(["bash", "benchmarks/accelerator_check.sh", str(out), "--dry-run"],
                          env=env, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert sorted(os.listdir(out)) == ["logs.tar.gz", "summary.json", "summary.md"]
+    names = sorted(os.listdir(out))
+    assert names == ["logs.tar.gz", "params_cmma_1of1.npz", "params_cvae_1of1.npz",
+                     "summary.json", "summary.md"], names
+    sizes = {n: os.path.getsize(out / n) for n in names}
+    assert len(names) <= 8 and max(sizes.values()) <= 16 << 20, sizes
+    assert sum(sizes.values()) <= 64 << 20 and ab.check_sendable(sizes) == []
     summary = json.loads((out / "summary.json").read_text())
     parts = {p["name"]: p["status"] for p in summary["parts"]}
     assert list(parts) == ["setup", "tests", "throughput_cmma", "throughput_vlae", "input",
-                           "lfw"], parts
+                           "pair"], parts
     assert all(s == "ok" for s in parts.values()), parts
     assert summary["tests"]["failed"] == [] and len(summary["tests"]["passed"]) == 2
     assert {r["model"] for r in summary["throughput"]} == {"cmma", "vlae"}
     for r in summary["throughput"]:
         assert 0 < r["model_flops_utilisation"] <= 1
     assert summary["input_pipeline"][0]["ratio_to_consumer"] > 0
-    assert summary["lfw_training"]["last_step"] == 6
-    assert summary["lfw_training"]["steps_per_sec_median"] > 0
+    pair = summary["pair"]
+    # (the summary lists the files as they were when it was written: the same names)
+    assert set(pair["models"]) == {"cmma", "cvae"} and set(pair["files"]) == set(sizes)
+    assert pair["evaluate_exit"] == 0 and pair["curves_exit"] == 0
+    for name, m in pair["models"].items():
+        # Cut short by its timeout's SIGTERM: the last step checkpointed, exit 143.
+        assert m["stopped_by_sigterm"] and m["exit"] == 143, m
+        assert m["steps"] > 0 and m["steps"] == m["last_checkpoint"] == m["evaluated_step"]
+        assert m["epochs"] == pytest.approx(m["steps"] * 8 / 200, abs=0.01)
+        assert m["validation_points"] >= 1 and m["final_val_elbo"] is not None
+        for value in (m["test_bound"], m["test_iwae"]["1"], m["test_iwae"]["10"],
+                      m["test_parzen"]):
+            assert np.isfinite(value)
+        assert m["param_files"] == [f"params_{name}_1of1.npz"]
+        assert pair["roundtrip"][name]["loads"]
+        assert pair["roundtrip"][name]["within_float16_rounding"]
+    assert "## The pair on LFW" in (out / "summary.md").read_text()
     assert "## Train step throughput" in (out / "summary.md").read_text()
+
+    # import-params here: workdirs that load_model reads, with the returned float16 values.
+    from cmma_jax import workdirs
+
+    dest = tmp_path / "imported"
+    _run(["benchmarks/accelerator_bundle.py", "import-params", str(out), str(dest)])
+    exported = ab.read_exported(str(out))
+    for name, (meta, leaves) in exported.items():
+        model = workdirs.load_model(str(dest / name))
+        assert model.name == name and model.step == pair["models"][name]["steps"]
+        got = ab.flat_params(model.params)
+        assert set(got) == set(leaves)
+        for k, v in leaves.items():
+            assert v.dtype == np.float16 and got[k].dtype == np.float32
+            np.testing.assert_array_equal(got[k], v.astype(np.float32))
+        assert (dest / name / "metrics.jsonl").read_text().count("val_elbo") == \
+            pair["models"][name]["validation_points"]
+
+    # A next lease: the returned files carried, training resumes from them.
+    out2 = tmp_path / "out2"
+    env2 = dict(env, CHECK_ONLY="pair", PAIR_MODELS="cmma", PAIR_PARAMS_DIR=str(out),
+                CHECK_PAIR_S="160", PAIR_RESERVE_S="90")
+    result = run_command(["bash", "benchmarks/accelerator_check.sh", str(out2), "--dry-run"],
+                         env=env2, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary2 = json.loads((out2 / "summary.json").read_text())
+    assert [p["name"] for p in summary2["parts"]] == ["setup", "pair"]
+    resumed = summary2["pair"]["models"]["cmma"]
+    assert resumed["start_step"] == pair["models"]["cmma"]["steps"]
+    assert resumed["steps"] > resumed["start_step"] and resumed["exit"] == 143
+    assert sorted(os.listdir(out2)) == ["logs.tar.gz", "params_cmma_1of1.npz", "summary.json",
+                                        "summary.md"]
+
+
+def test_parameter_export_splits_and_refuses_what_cannot_be_sent(tmp_path):
+    """Parts of at most PART_BYTES raw bytes (a leaf larger than that cut along its first axis),
+    float16 range and finiteness checked, and no export that would exceed eight files."""
+    import accelerator_bundle as ab
+
+    arrays = {"a": np.zeros((10, 4), np.float16), "big": np.zeros((25, 4), np.float16),
+              "c": np.zeros(3, np.float16)}
+    parts = ab.plan_parts(arrays, part_bytes=80)
+    assert [sorted(p) for p in parts] == [["a"], ["big#0"], ["big#1"], ["big#2", "c"]]
+    assert sum(p[k].nbytes for p in parts for k in p) == sum(a.nbytes for a in arrays.values())
+    half, stats = ab.to_float16({"w": np.array([1.0, 1e-3, 1e-9], np.float32)})
+    assert half["w"].dtype == np.float16 and stats["values_flushed_to_zero"] == 1
+    assert stats["max_relative_rounding_error_normal"] <= 2.0 ** -11
+    for bad in (np.array([np.nan], np.float32), np.array([7e4], np.float32)):
+        with pytest.raises(ValueError):
+            ab.to_float16({"w": bad})
+    assert ab.check_sendable({f"f{i}": 1 for i in range(9)}) == ["9 files, over 8"]
+    assert ab.check_sendable({"f": 17 << 20})[0].startswith("f: 17.0 MiB")
 
 
 def test_loop_overhead_dry_run(tmp_path):
