@@ -262,6 +262,11 @@ pair_part() {
     echo "$model: training for $share s ($(( $(now) - PAIR_START )) s into the part)"
     t0=$(now)
     # --preserve-status: train.py's own exit status (143 once it has checkpointed on SIGTERM).
+    # PAIR_STOP_AFTER_VALIDATIONS=N (the dry run in the tests): the SIGTERM comes as soon as N
+    # more validation points are in metrics.jsonl, an event rather than a time, so that a slow
+    # machine does not fail the test; `share` stays the limit.
+    local metrics="$pair/$model/metrics.jsonl" before seen pid
+    before=$(grep -c val_elbo "$metrics" 2>/dev/null); before=${before:-0}
     timeout --preserve-status -s TERM -k 60 "$share" "$PY" launch/train.py --model "$model" --preset "$preset" \
       --dataset lfw --data_dir "$LFW_DIR" --prepared_dir "$SCRATCH/prepared" \
       --workdir "$pair/$model" \
@@ -274,7 +279,19 @@ pair_part() {
       --config.training.num_eval="$LFW_VAL" \
       --config.training.sample_every="$PAIR_CHECKPOINT_EVERY" \
       --config.training.checkpoint_every="$PAIR_CHECKPOINT_EVERY" \
-      > "$rec/train_$model.log" 2>&1
+      > "$rec/train_$model.log" 2>&1 &
+    pid=$!
+    if [[ -n "${PAIR_STOP_AFTER_VALIDATIONS:-}" ]]; then
+      while kill -0 "$pid" 2>/dev/null; do
+        seen=$(grep -c val_elbo "$metrics" 2>/dev/null); seen=${seen:-0}
+        if (( seen - before >= PAIR_STOP_AFTER_VALIDATIONS )); then
+          kill -TERM "$pid"  # timeout passes it on to train.py
+          break
+        fi
+        sleep 1
+      done
+    fi
+    wait "$pid"
     rc=$?; t1=$(now)
     tail -n 3 "$rec/train_$model.log"
     "$PY" - "$rec/train_$model.json" "$model" "$rc" "$(( t1 - t0 ))" "$share" \
