@@ -4,9 +4,10 @@ Speed on a shared 2-core VM says as much about the neighbours as about the code 
 same JAX-vs-PyTorch comparison gave 0.81x quiet and 1.31x beside a training). Every benchmark
 therefore records, around each measurement, the 1-minute load average and the share of the
 machine's CPU time that other processes used (from /proc/stat, less this process's own CPU time),
-and marks the measurement busy when the neighbours took more than `BUSY_SHARE` of the CPUs or the
-load average was at least `BUSY_LOAD` before it began. RESULTS.md reports quiet runs; busy ones
-only beside them, as such.
+and marks the measurement busy when the neighbours took more than `BUSY_SHARE` of the CPUs (the
+load average counts the benchmark's own threads too, so it decides only where /proc/stat cannot
+be read: busy at `BUSY_LOAD` or more before the measurement). RESULTS.md reports quiet runs; busy
+ones only beside them, as such.
 
     with quiet.Monitor() as m:
         ... measure ...
@@ -20,7 +21,7 @@ import resource
 import time
 from typing import Any
 
-BUSY_LOAD = 1.5  # the 1-minute load average before a measurement on the 2-core VMs
+BUSY_LOAD = 1.5  # the 1-minute load average before a measurement (without /proc/stat only)
 BUSY_SHARE = 0.10  # of all CPUs, used by other processes during the measurement
 
 
@@ -67,8 +68,9 @@ class Monitor:
             self.neighbours_share = other / (wall * (os.cpu_count() or 1))
 
     def busy(self) -> bool:
-        return (self.load_before >= BUSY_LOAD
-                or (self.neighbours_share is not None and self.neighbours_share > BUSY_SHARE))
+        if self.neighbours_share is None:
+            return self.load_before >= BUSY_LOAD
+        return self.neighbours_share > BUSY_SHARE
 
     def summary(self) -> dict[str, Any]:
         return {"load_before": round(self.load_before, 2), "load_after": round(self.load_after, 2),
@@ -82,9 +84,10 @@ def describe(records) -> str:
     if not busy:
         shares = [r["neighbours_cpu_share"] for r in records
                   if r.get("neighbours_cpu_share") is not None]
-        return ("Quiet: load average before each measurement under "
-                f"{BUSY_LOAD}; other processes used at most "
-                f"{100 * max(shares, default=0):.0f}% of the CPUs.")
+        return ("Quiet: other processes used at most "
+                f"{100 * max(shares, default=0):.1f}% of the CPUs during the measurements "
+                f"(load average before them up to {max(r['load_before'] for r in records):.1f}, "
+                "the benchmark's own threads included).")
     worst = max(busy, key=lambda r: r.get("neighbours_cpu_share") or 0)
     return (f"BUSY MACHINE: {len(busy)} of {len(records)} measurements had neighbours (load "
             f"before up to {max(r['load_before'] for r in busy):.1f}, other processes up to "

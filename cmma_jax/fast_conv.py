@@ -24,7 +24,10 @@ large matmuls:
     "xpatches": the shifted slices of pad(x) ([k*k*C_in, B*Ho*Wo]) @ dy (the first layer, C_in=3).
     "xla":    a forward convolution with batch and channels swapped through dimension numbers
               (lhs = x as [C_in "batch", H, W, B "features"], rhs = dy as a [Ho, Wo, B, C_out]
-              kernel). Measured as slow as XLA's own gradient; kept for comparison.
+              kernel). As slow as XLA's own gradient at the paper's widths; chosen for layers
+              narrower than 128 channels at batches up to `SMALL_BATCH` (the `small` CPU preset
+              at its batch of 16: the whole step 1.5x faster than with "dypatches", 1.2x at 32,
+              0.87x at 64; quiet 2-core AMD EPYC, 2026-12-06).
   The patch and col2im methods run over chunks of the batch in a `lax.fori_loop` (dynamic slices
   of the batch axis, the weight gradient accumulated in the loop carry) so that each chunk's
   temporary stays under 16 MB: 2-3x faster than the whole batch at once.
@@ -84,6 +87,9 @@ OVERRIDE: dict = {}
 
 # Kernels with fewer elements than this use the plain convolution and XLA's own gradient.
 PLAIN_BELOW = 4096
+# Batches up to this many examples take XLA's weight gradient in layers narrower than 128
+# channels (`_choose_dw`).
+SMALL_BATCH = 32
 
 
 def _pad(x: Array, lo: int, hi: Optional[int] = None) -> Array:
@@ -189,6 +195,11 @@ def _choose_corr(ci: int, co: int, k: int) -> str:
 
 def _choose_dw(x_shape, dy_shape, k: int, pad: int) -> str:
     ci, co = x_shape[-1], dy_shape[-1]
+    if x_shape[0] <= SMALL_BATCH and max(ci, co) < 128:
+        # Narrow layers (the CPU preset's 16-32 channels) at small batches: the batch is the
+        # swapped convolution's input depth, small enough for Eigen; the patch matmuls are too
+        # thin to pay for their 25x-larger temporaries (benchmarks/RESULTS.md, issue #22).
+        return "xla"
     x_side = _temp_bytes("xpatches", x_shape, ci, co, k, pad)
     dy_side = _temp_bytes("dypatches", x_shape, ci, co, k, pad)
     return "xpatches" if 4 * x_side < dy_side else "dypatches"

@@ -227,3 +227,15 @@ def test_nets_conv_upsample_same_for_both_impls():
     plain = nets.conv2d(x, kernel, bias, 4, "xla", upsample=True)
     assert plain.shape == (2, 16, 16, 4)
     _assert_close(nets.conv2d(x, kernel, bias, 4, "fast_cpu", upsample=True), plain, "fast_cpu")
+
+
+def test_weight_gradient_choice_by_batch_and_width():
+    """XLA's weight gradient for narrow layers at small batches (the CPU preset at its batch of
+    16: measured faster); the patch matmuls for wide layers or large batches, as before."""
+    narrow = dict(dy_shape=(16, 26, 26, 32), k=5, pad=0)
+    assert fast_conv._choose_dw((16, 30, 30, 16), **narrow) == "xla"
+    assert fast_conv._choose_dw((fast_conv.SMALL_BATCH, 30, 30, 16),
+                                (fast_conv.SMALL_BATCH, 26, 26, 32), 5, 0) == "xla"
+    assert fast_conv._choose_dw((64, 30, 30, 16), (64, 26, 26, 32), 5, 0) == "dypatches"
+    # The paper's encoder conv2 (192 -> 96) keeps the patches at any batch.
+    assert fast_conv._choose_dw((16, 30, 30, 192), (16, 26, 26, 96), 5, 0) == "dypatches"
