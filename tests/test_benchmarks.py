@@ -335,3 +335,10 @@ def _has_torch() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_fast_conv_choices_runs():
+    result = _run(["benchmarks/fast_conv_choices.py", "--presets=tiny", "--batch_sizes=4",
+                   "--repeats=1", "--steps_per_repeat=1"])
+    for variant in ("auto", "dw=xpatches", "dw=xla", "dw=dypatches"):
+        assert f"| {variant} |" in result.stdout

@@ -1,0 +1,57 @@
+r"""The trainer's step with each of `fast_conv`'s weight-gradient choices forced, timed in
+alternation (how `fast_conv._choose_dw`'s small-batch rule was chosen; issue #22).
+
+    python benchmarks/fast_conv_choices.py --presets=small --batch_sizes=16,32,64 --repeats=5
+
+Variants: the automatic choice, "dw=xpatches", "dw=xla", "dw=dypatches" (the patch matmuls of
+dy) and the automatic choice with 64 MB chunks. Prints ms/step, images/s and the speed against
+the automatic choice, with the machine's conditions (benchmarks/quiet.py).
+"""
+
+import os
+import statistics
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import quiet  # noqa: E402
+import train_throughput as tt  # noqa: E402
+
+from cmma_jax import fast_conv  # noqa: E402
+
+FLAGS = flags.FLAGS
+FLAGS.set_default("presets", ["small"])
+FLAGS.set_default("batch_sizes", ["16", "32", "64"])
+
+VARIANTS = {"auto": {}, "dw=xpatches": {"dw": "xpatches"}, "dw=xla": {"dw": "xla"},
+            "dw=dypatches": {"dw": "dypatches"}, "auto, 64 MB chunks": {"chunk_bytes": 64 << 20}}
+
+
+def main(argv):
+    del argv
+    for preset in FLAGS.presets:
+        for batch in (int(b) for b in FLAGS.batch_sizes):
+            steps = {}
+            for name, override in VARIANTS.items():  # read while tracing: one build each
+                fast_conv.OVERRIDE.clear()
+                fast_conv.OVERRIDE.update(override)
+                steps[name] = tt.Step("cmma", preset, batch, "fast_cpu", FLAGS.num_attributes)
+            fast_conv.OVERRIDE.clear()
+            n = FLAGS.steps_per_repeat or tt.steps_for(min(s.time(1) for s in steps.values()))
+            times = {k: [] for k in steps}
+            with quiet.Monitor() as monitor:
+                for _ in range(FLAGS.repeats):
+                    for k, s in steps.items():
+                        times[k].append(s.time(n) / n)
+            base = statistics.median(times["auto"])
+            print(f"\n{preset} preset, batch {batch}:\n\n| variant | ms/step | images/s | "
+                  "speed vs auto |\n| --- | ---: | ---: | ---: |")
+            for k, t in times.items():
+                median = statistics.median(t)
+                print(f"| {k} | {1e3 * median:.1f} | {batch / median:.0f} | {base / median:.2f}x |")
+            print("\n" + quiet.describe([monitor.summary()]), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
