@@ -4,8 +4,9 @@ alternation (how `fast_conv._choose_dw`'s small-batch rule was chosen; issue #22
     python benchmarks/fast_conv_choices.py --presets=small --batch_sizes=16,32,64 --repeats=5
 
 Variants: the automatic choice, "dw=xpatches", "dw=xla", "dw=dypatches" (the patch matmuls of
-dy) and the automatic choice with 64 MB chunks. Prints ms/step, images/s and the speed against
-the automatic choice, with the machine's conditions (benchmarks/quiet.py).
+dy) and the automatic choice with 64 MB chunks ("64MB_chunks"); `--variants` picks some. Prints
+ms/step, images/s and the speed against the automatic choice, with the machine's conditions
+(benchmarks/quiet.py).
 """
 
 import os
@@ -25,7 +26,9 @@ FLAGS.set_default("presets", ["small"])
 FLAGS.set_default("batch_sizes", ["16", "32", "64"])
 
 VARIANTS = {"auto": {}, "dw=xpatches": {"dw": "xpatches"}, "dw=xla": {"dw": "xla"},
-            "dw=dypatches": {"dw": "dypatches"}, "auto, 64 MB chunks": {"chunk_bytes": 64 << 20}}
+            "dw=dypatches": {"dw": "dypatches"}, "64MB_chunks": {"chunk_bytes": 64 << 20}}
+flags.DEFINE_list("variants", list(VARIANTS), "Which of " + ", ".join(VARIANTS) + " (auto is "
+                  "always timed: the others are compared with it).")
 
 
 def main(argv):
@@ -33,7 +36,9 @@ def main(argv):
     for preset in FLAGS.presets:
         for batch in (int(b) for b in FLAGS.batch_sizes):
             steps = {}
-            for name, override in VARIANTS.items():  # read while tracing: one build each
+            chosen = ["auto"] + [v for v in FLAGS.variants if v != "auto"]
+            for name in chosen:  # read while tracing: one build each
+                override = VARIANTS[name]
                 fast_conv.OVERRIDE.clear()
                 fast_conv.OVERRIDE.update(override)
                 steps[name] = tt.Step("cmma", preset, batch, "fast_cpu", FLAGS.num_attributes)
