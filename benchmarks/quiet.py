@@ -79,7 +79,11 @@ class Monitor:
 
 
 def describe(records) -> str:
-    """A line under a table: quiet, or which rows were busy and how busy."""
+    """A line under a table: quiet, or which rows were busy and how busy (records made without
+    a `Monitor`: said so)."""
+    records = [r for r in records if "load_before" in r]
+    if not records:
+        return "The machine's load was not recorded for these measurements."
     busy = [r for r in records if r.get("busy")]
     if not busy:
         shares = [r["neighbours_cpu_share"] for r in records

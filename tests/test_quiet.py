@@ -42,3 +42,8 @@ def test_a_busy_neighbour_marks_the_measurement_busy():
         spinner.kill()
         spinner.wait()
     assert m.neighbours_share > 0 and m.busy()
+
+
+def test_records_without_conditions_are_said_to_be_unrecorded():
+    assert quiet.describe([{"name": "x"}]) == ("The machine's load was not recorded for these "
+                                               "measurements.")
