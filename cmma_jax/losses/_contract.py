@@ -36,6 +36,16 @@ def _check_min_rank(what: str, name: str, a: Array, rank: int) -> None:
         )
 
 
+def _check_same_dim(what: str, x: Array, y: Array, axis: int, noun: str) -> None:
+    """Raises a ValueError naming both shapes unless x and y agree along `axis` (`noun` names it:
+    "batch sizes", "feature sizes")."""
+    if x.shape[axis] != y.shape[axis]:
+        raise ValueError(
+            f"{what}: x has shape {x.shape} and y has shape {y.shape}; their {noun} "
+            f"({x.shape[axis]} and {y.shape[axis]}) must be equal."
+        )
+
+
 def _check_rank(what: str, name: str, a: Array, rank: int) -> None:
     if jnp.ndim(a) != rank:
         raise ValueError(

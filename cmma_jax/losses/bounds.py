@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from cmma_jax.losses._contract import (Array, ArrayLike, GaussianParams, _check_min_rank,
-                                       _check_rank, _check_same_shape, _event_ndims,
+                                       _check_rank, _check_same_dim, _check_same_shape, _event_ndims,
                                        _shape_error)
 from cmma_jax.losses.divergences import gaussian_kl, standard_normal_kl
 from cmma_jax.losses.likelihoods import gaussian_log_likelihood
@@ -70,11 +70,7 @@ def _posterior_and_prior(
     aux or None)."""
     _check_min_rank(what, "x", x, 1)
     _check_min_rank(what, "y", y, 1)
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"{what}: x has shape {x.shape} and y has shape {y.shape}; their batch sizes "
-            f"({x.shape[0]} and {y.shape[0]}) must be equal."
-        )
+    _check_same_dim(what, x, y, 0, "batch sizes")
     mean_q, log_var_q, encode_aux = _split_aux(encode(x, y), what, "encode")
     _check_same_shape(f"{what} (encode output)", mean=mean_q, log_var=log_var_q)
     _check_rank(f"{what} (encode output)", "mean", mean_q, 2)

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from cmma_jax.losses._contract import Array, ArrayLike, _check_rank
+from cmma_jax.losses._contract import Array, ArrayLike, _check_rank, _check_same_dim
 
 
 def _pairwise_squared_distances(x: Array, y: Array) -> Array:
@@ -23,11 +23,7 @@ def _pairwise_squared_distances(x: Array, y: Array) -> Array:
 def _check_kernel_inputs(what: str, x: Array, y: Array) -> None:
     _check_rank(what, "x", x, 2)
     _check_rank(what, "y", y, 2)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"{what}: x has shape {x.shape} and y has shape {y.shape}; the feature sizes "
-            f"({x.shape[1]} and {y.shape[1]}) must be equal."
-        )
+    _check_same_dim(what, x, y, 1, "feature sizes")
 
 
 def _as_scales(value: ArrayLike | Sequence[float], what: str, name: str) -> Array:
