@@ -43,6 +43,7 @@ __all__ = [
     "roc_auc",
     "attribute_auc",
     "attribute_accuracy",
+    "laplacian_energy",
 ]
 
 # Chunks are sized so that no chunk of test points or samples holds more than this many float32
@@ -421,3 +422,27 @@ def attribute_accuracy(probabilities: ArrayLike, labels: ArrayLike,
     if p.shape[0] == 0:
         raise ValueError("attribute_accuracy: no examples.")
     return np.mean((p > threshold) == (y.astype(np.float64) > 0.5), axis=0)
+
+
+def laplacian_energy(images: ArrayLike) -> np.ndarray:
+    """How much fine detail each image has: the mean square of its discrete Laplacian.
+
+        E(x) = mean over interior pixels and channels of (4 x[i, j] - x[i±1, j] - x[i, j±1])²
+
+    A blurred image has little of it: the ratio E(x̂) / E(x) of a reconstruction or a generated
+    face to a real face is a number for "blurred" (1: as much detail as the real face). Only the
+    interior pixels count, so no padding choice enters.
+
+    Args:
+      images: `[N, H, W, C]` (or `[H, W, C]`, one image), H, W >= 3.
+
+    Returns:
+      `[N]` float64 (a scalar array for one image).
+    """
+    x = np.asarray(images, np.float64)
+    if x.ndim not in (3, 4) or x.shape[-3] < 3 or x.shape[-2] < 3:
+        raise ValueError(f"laplacian_energy: images have shape {x.shape}; expected [N, H, W, C] "
+                         "or [H, W, C] with H, W >= 3.")
+    lap = (4.0 * x[..., 1:-1, 1:-1, :] - x[..., :-2, 1:-1, :] - x[..., 2:, 1:-1, :]
+           - x[..., 1:-1, :-2, :] - x[..., 1:-1, 2:, :])
+    return np.mean(np.square(lap), axis=(-3, -2, -1))

@@ -288,6 +288,45 @@ def test_attribute_fidelity_scores_against_the_conditioning_attributes():
     assert flat["per_attribute"]["0"]["auc"] == 0.5  # ties count as halves
 
 
+class _HalfContrast:
+    """A model library whose reconstruction halves the contrast around 0.5 and whose face from
+    attributes y is a fixed pattern scaled by y[0]: its sharpness is known in closed form."""
+
+    PATTERN = np.random.default_rng(3).uniform(size=(8, 8, 3)).astype(np.float32)
+
+    @staticmethod
+    def reconstruct(params, image, attributes, *, config):
+        return 0.5 * image + 0.25
+
+    @staticmethod
+    def sample(params, attributes, key, temperature=1.0, *, config):
+        return attributes[:, :1, None, None] * jnp.asarray(_HalfContrast.PATTERN)[None]
+
+
+def _laplacian_energy_scipy(image):
+    """The mean squared Laplacian of the interior pixels, each channel through scipy."""
+    from scipy import ndimage
+    lap = np.stack([ndimage.laplace(image[..., c].astype(np.float64)) for c in range(3)], -1)
+    return np.mean(np.square(lap[1:-1, 1:-1]))
+
+
+def test_sharpness_reconstruction_error_and_detail_in_closed_form():
+    rng = np.random.default_rng(0)
+    n = 11
+    images = rng.uniform(size=(n, 8, 8, 3)).astype(np.float32)
+    raw = rng.normal(size=(n, 2)).astype(np.float32)
+    chunks = reading.chunks_from_arrays(images, raw, 4)  # the last chunk is padded
+    got = evaluate.sharpness_per_face(_HalfContrast, None, CONFIG, chunks, KEY, encoding="raw")
+    x = images.astype(np.float64)
+    real = np.array([_laplacian_energy_scipy(im) for im in x])
+    np.testing.assert_allclose(got["reconstruction_mse"],
+                               np.mean(np.square(0.25 - 0.5 * x), axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(got["reconstruction_detail"], 0.25, rtol=1e-5)  # (1/2)^2
+    pattern = _laplacian_energy_scipy(_HalfContrast.PATTERN)
+    np.testing.assert_allclose(got["sample_detail"], raw[:, 0].astype(np.float64) ** 2
+                               * pattern / real, rtol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading a split, and the whole evaluation on tiny trained models
 

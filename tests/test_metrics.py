@@ -226,3 +226,23 @@ def test_parzen_under_jit_and_grad():
         # The gradient of log p̂(x) for a single sample s is -(x - s) / σ².
         g = jax.grad(lambda a: f(a, samples[:1].astype(np.float64)).sum())(x.astype(np.float64))
         np.testing.assert_allclose(g, -(x - samples[:1]) / 0.49, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine detail (laplacian_energy)
+
+
+def test_laplacian_energy_matches_scipy_on_the_interior_and_falls_with_blur():
+    from scipy import ndimage
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(3, 9, 7, 3))
+    lap = np.stack([np.stack([ndimage.laplace(im[..., c]) for c in range(3)], -1)
+                    for im in images])
+    want = np.mean(np.square(lap[:, 1:-1, 1:-1]), axis=(1, 2, 3))
+    np.testing.assert_allclose(metrics.laplacian_energy(images), want, rtol=1e-12)
+    np.testing.assert_allclose(metrics.laplacian_energy(images[0]), want[0], rtol=1e-12)
+    blurred = ndimage.gaussian_filter(images, sigma=(0, 1, 1, 0))
+    assert np.all(metrics.laplacian_energy(blurred) < 0.1 * want)
+    assert metrics.laplacian_energy(np.full((1, 5, 5, 3), 0.25))[0] == 0.0  # no detail at all
+    with pytest.raises(ValueError, match="H, W >= 3"):
+        metrics.laplacian_energy(np.zeros((2, 2, 5, 3)))

@@ -1,4 +1,5 @@
-"""Evaluation of trained models: bounds, importance-weighted likelihood, Parzen, attribute fidelity.
+"""Evaluation of trained models: bounds, importance-weighted likelihood, Parzen, attribute fidelity,
+sharpness.
 
     settings = evaluate.EvalSettings(classifier_workdir="workdirs/classifier_celeba")
     results = evaluate.evaluate_workdirs(["workdirs/cmma", "workdirs/cvae", "workdirs/cgan"],
@@ -6,11 +7,14 @@
 
 The package, one module per job (each importing only the ones above it in this list):
 
-    settings   `EvalSettings`, `ESTIMATORS`
     common     per-face helpers, the compiled-function cache, `summarize`, `bits_per_dim`
+    estimator  the `Estimator` protocol every estimator follows (`Context`, `Estimate`)
     bounds     `conditional_bound`, `importance_weighted_bounds`
     parzen     `parzen_log_likelihoods`, `select_parzen_sigma`, `per_face_sampler`
     fidelity   `attribute_fidelity`
+    sharpness  `sharpness_per_face` (reconstruction error, fine detail against the real faces)
+    registry   `ESTIMATORS`: one line per estimator
+    settings   `EvalSettings`
     report     `paired_differences`, `markdown_report`, `machine_description`, `json_safe`
     run        `evaluate_workdirs`, `data_config_for`
     ground_truth  `ground_truth` (synthetic faces: edits against rendered counterfactuals,
@@ -38,6 +42,9 @@ docs/design.md, its parameters and config, and a stream of `Chunk`s of one split
   attributes, and the means over attributes. The same classifier on the real test faces is the
   ceiling. An attribute that is constant over the faces scored has no AUC: it is reported as null
   and left out of the mean AUC.
+- `sharpness_per_face`: how blurred a model's faces are: the squared error of its reconstructions,
+  and the fine detail (mean squared Laplacian, `metrics.laplacian_energy`) of its reconstructions
+  and of its faces from attributes at temperature 0, relative to the real face's (1: as sharp).
 
 Randomness does not depend on how the work is chunked: the noise of face i (its global index in
 the split) and sample s is drawn from `fold_in(fold_in(key, i), s)`, and each face goes through the
@@ -62,6 +69,7 @@ from cmma_jax.evaluate.report import (json_safe, machine_description, markdown_r
                                       paired_differences)
 from cmma_jax.evaluate.run import data_config_for, evaluate_workdirs
 from cmma_jax.evaluate.settings import ESTIMATORS, EvalSettings
+from cmma_jax.evaluate.sharpness import sharpness_per_face
 
 __all__ = [
     "ESTIMATORS",
@@ -74,6 +82,7 @@ __all__ = [
     "per_face_sampler",
     "select_parzen_sigma",
     "attribute_fidelity",
+    "sharpness_per_face",
     "evaluate_workdirs",
     "data_config_for",
     "paired_differences",

@@ -4,7 +4,7 @@ report, its flags and the reproduction read. A new estimator is a module that de
 
 from __future__ import annotations
 
-from cmma_jax.evaluate import bounds, fidelity, parzen
+from cmma_jax.evaluate import bounds, fidelity, parzen, sharpness
 from cmma_jax.evaluate.estimator import Estimator
 
 ESTIMATORS: dict[str, Estimator] = {
@@ -12,6 +12,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "iwae": bounds.IWAE,
     "parzen": parzen.PARZEN,
     "fidelity": fidelity.FIDELITY,
+    "sharpness": sharpness.SHARPNESS,
 }
 
 
