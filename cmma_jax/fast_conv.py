@@ -217,9 +217,11 @@ def _num_chunks(batch: int, bytes_per_example: int) -> int:
     return batch // size
 
 
-def _chunked_map(fn, chunks: int, *xs):
-    """`fn(*xs)` for a `fn` that maps each example independently, computed `chunks` examples
-    at a time in a loop (dynamic slices of the batch axis: no copies or relayouts of xs)."""
+def _chunked(fn, chunks: int, *xs, summed: bool = False):
+    """`fn(*xs)` computed `chunks` examples at a time in a loop over dynamic slices of the batch
+    axis (no copies or relayouts of xs). `fn` either maps each example independently (each
+    chunk's output is written into its rows of the result) or, with `summed`, sums over the
+    examples (a weight gradient: the chunks' outputs are accumulated)."""
     if chunks <= 1:
         return fn(*xs)
     b = xs[0].shape[0]
@@ -228,25 +230,12 @@ def _chunked_map(fn, chunks: int, *xs):
 
     def body(i, acc):
         part = fn(*[lax.dynamic_slice_in_dim(x, i * size, size, 0) for x in xs])
+        if summed:
+            return acc + part
         return lax.dynamic_update_slice_in_dim(acc, part, i * size, 0)
 
-    init = jnp.zeros((b,) + out.shape[1:], out.dtype)
-    return lax.fori_loop(0, chunks, body, init)
-
-
-def _chunked_sum(fn, chunks: int, *xs):
-    """`fn(*xs)` for a `fn` that sums over the examples (a weight gradient), accumulated over
-    `chunks` chunks of the batch in a loop."""
-    if chunks <= 1:
-        return fn(*xs)
-    b = xs[0].shape[0]
-    size = b // chunks
-    out = jax.eval_shape(fn, *[x[:size] for x in xs])
-
-    def body(i, acc):
-        return acc + fn(*[lax.dynamic_slice_in_dim(x, i * size, size, 0) for x in xs])
-
-    return lax.fori_loop(0, chunks, body, jnp.zeros(out.shape, out.dtype))
+    shape = out.shape if summed else (b,) + out.shape[1:]
+    return lax.fori_loop(0, chunks, body, jnp.zeros(shape, out.dtype))
 
 
 def _temp_bytes(method: str, x_shape, ci: int, co: int, k: int, pad: int) -> int:
@@ -268,7 +257,7 @@ def _correlate(x, w, pad, which):
     chunks = _num_chunks(x.shape[0], _temp_bytes(method, x.shape, ci, co, k, pad)) \
         if method != "xla" else 1
     fn = functools.partial(_CORR[method], w=w, pad=pad)
-    return _chunked_map(lambda a: fn(a), chunks, x)
+    return _chunked(lambda a: fn(a), chunks, x)
 
 
 def _weight_grad(x, dy, k, pad):
@@ -276,7 +265,7 @@ def _weight_grad(x, dy, k, pad):
     method = OVERRIDE.get("dw") or _choose_dw(x.shape, dy.shape, k, pad)
     chunks = _num_chunks(x.shape[0], _temp_bytes(method, x.shape, ci, co, k, pad)) \
         if method != "xla" else 1
-    return _chunked_sum(lambda a, g: _DW[method](a, g, k, pad), chunks, x, dy)
+    return _chunked(lambda a, g: _DW[method](a, g, k, pad), chunks, x, dy, summed=True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

@@ -7,7 +7,9 @@ of its evaluation functions; the tests share them. The paper preset is checked w
 """
 
 import functools
+import inspect
 import math
+import pickle
 
 import chex
 import jax
@@ -199,6 +201,40 @@ def test_capabilities_match_the_functions_each_model_defines():
     config.model.name = "vae"
     with pytest.raises(ValueError, match="vae"):
         models.capabilities(config)
+
+
+CONTRACT_SIGNATURES = {  # the model contract of docs/design.md: the parameters as written there
+    "init_state": "key, config, example_batch",
+    "bound": "params, batch, key, *, config, num_samples=1, axis_name=None",
+    "iwae": "params, batch, key, *, config, num_samples",
+    "train_step": "state, batch, key, *, config, axis_name=None",
+    "sample": "params, attributes, key, temperature=1.0, *, config",
+    "encode": "params, image, attributes, *, config",
+    "reconstruct": "params, image, attributes, *, config",
+    "edit": "params, image, attrs_from, attrs_to, *, config",
+    "capabilities": "config",
+}
+
+
+@pytest.mark.parametrize("name", BOUND_MODELS)
+def test_gaussian_models_bind_the_entry_points_as_their_own_functions(name):
+    """`gaussian.entry_points` writes the contract's functions once; each model module binds them
+    by unpacking, which must give every name its own function, with the contract's signature."""
+    module = MODELS[name]
+    assert set(gaussian.EntryPoints._fields) == set(CONTRACT_SIGNATURES)
+    for field, signature in CONTRACT_SIGNATURES.items():
+        fn = getattr(module, field)
+        assert fn.__name__ == fn.__qualname__ == field, (name, field, fn.__name__)
+        assert fn.__module__ == module.__name__ and fn.__doc__, (name, field)
+        assert pickle.loads(pickle.dumps(fn)) is fn
+        params = inspect.signature(fn).parameters.values()
+        written = []
+        for p in params:
+            if p.kind is p.KEYWORD_ONLY and "*" not in written:
+                written.append("*")
+            written.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+        assert ", ".join(written) == signature, (name, field)
+        assert fn is not getattr(MODELS["cvae" if name == "cmma" else "cmma"], field)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -15,27 +15,24 @@ and training maximises the conditional bound (eq. 6; `losses.cmma_elbo`)
 with one sample of z per example (section 2.3). σ's are log-variances everywhere (erratum 2).
 
 Public functions (the model contract of docs/design.md; `config` is the full ConfigDict, bound
-with `functools.partial` before `jax.jit`; what the CMMA shares with the CVAE is in
-`cmma_jax.models.gaussian`):
+with `functools.partial` before `jax.jit`). `get_model` is defined here; the others are what the
+CMMA shares with the CVAE, written once by `cmma_jax.models.gaussian.entry_points` (signatures
+there) and bound here as this module's own functions:
 
   get_model(config, num_attributes) -> CMMA
-  init_state(key, config, example_batch) -> TrainState
-  train_step(state, batch, key, *, config, axis_name=None) -> (state, metrics)
-  bound(params, batch, key, *, config, num_samples=1, axis_name=None) -> losses.ElboTerms  ([B])
-  iwae(params, batch, key, *, config, num_samples) -> [B]
-  sample(params, attributes, key, temperature=1.0, *, config) -> [B, 64, 64, 3]
-  encode(params, image, attributes, *, config) -> (mean, log_var)
-  reconstruct(params, image, attributes, *, config) -> [B, 64, 64, 3]
-  edit(params, image, attrs_from, attrs_to, *, config) -> [B, 64, 64, 3]
-  capabilities(config) -> frozenset of `cmma_jax.models.CAPABILITIES`
+  init_state, train_step: initial state; one Adam step on -bound (averaged over the batch)
+  bound: eq. 6 per example (`losses.cmma_elbo`), `losses.ElboTerms` of `[B]`; iwae: `[B]` nats
+  sample: g_μ(f_μ(y) + temperature · exp(f_σ(y) / 2) ⊙ ε), `[B, 64, 64, 3]`
+  encode: q(z | x, y) as (h_μ, h_σ); reconstruct: g_μ(h_μ)
+  edit: g_μ(h_μ(x) + f_μ(y_to) - f_μ(y_from))
+  capabilities(config): sample, encode, reconstruct, edit, bound, iwae
 
 `params` is `state.params` (the inner parameter dict, without the "params" collection key).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -112,66 +109,6 @@ def get_model(config, num_attributes: Optional[int] = None) -> CMMA:
                 **gaussian.model_fields(config, sizes, feed_attributes=False))
 
 
-def capabilities(config) -> frozenset[str]:
-    """What a CMMA can do (`cmma_jax.models.CAPABILITIES`): sample, encode, reconstruct, edit,
-    bound, iwae."""
-    del config
-    return gaussian.CAPABILITIES
-
-
-def init_state(key: Array, config, example_batch: Mapping[str, Any]) -> common.TrainState:
-    """Initial `TrainState` (float32 parameters, Adam state, int32 step 0)."""
-    return common.init_train_state(get_model, key, config, example_batch)
-
-
-def bound(params, batch: Mapping[str, Array], key: Array, *, config,
-          num_samples: int = 1, axis_name: Optional[str] = None) -> losses.ElboTerms:
-    """The CMMA bound (eq. 6) per example: `losses.cmma_elbo`, each term `[B]` in nats.
-
-    `train_step` minimises `-bound(...).elbo.mean()` with the same key, so the two agree exactly.
-    Under `pmap` (`axis_name`) it returns the terms of the global batch on every device, with the
-    noise a single device would draw (`common.globalize`).
-    """
-    return gaussian.bound(losses.cmma_elbo, get_model, params, batch, key, config=config,
-                          num_samples=num_samples, axis_name=axis_name)
-
-
-def iwae(params, batch: Mapping[str, Array], key: Array, *, config, num_samples: int) -> Array:
-    """The importance-weighted bound on log p(x | y) with `num_samples` samples, `[B]` nats."""
-    return gaussian.iwae(get_model, params, batch, key, config=config, num_samples=num_samples)
-
-
-def train_step(state: common.TrainState, batch: Mapping[str, Array], key: Array, *,
-               config, axis_name: Optional[str] = None
-               ) -> tuple[common.TrainState, dict[str, Array]]:
-    """One Adam step on the negative CMMA bound; metrics: loss, elbo, log_likelihood, kl,
-    grad_norm, param_norm (float32 scalars on the device). `axis_name`: the pmap axis, if any
-    (`gaussian.elbo_train_step`)."""
-    return gaussian.elbo_train_step(
-        state, batch, key,
-        bound_fn=functools.partial(bound, config=config, num_samples=1), axis_name=axis_name,
-        kl_warmup_steps=int(config.training.get("kl_warmup_steps") or 0))
-
-
-def sample(params, attributes: Array, key: Array, temperature: float | Array = 1.0, *,
-           config) -> Array:
-    """Faces from attributes, `[B, 64, 64, 3]`: g_μ(f_μ(y) + temperature · exp(f_σ/2) ⊙ ε).
-
-    Temperature 0 gives the means only (the paper's "variance 0"), whatever the key.
-    """
-    return common.sample_images(get_model, params, attributes, key, temperature, config)
-
-
-def encode(params, image: Array, attributes: Array, *, config) -> tuple[Array, Array]:
-    """q(z | x, y): (h_μ, h_σ), each `[B, latent_dim]`."""
-    return common.apply_to_images(get_model, params, image, attributes, CMMA.encode, config)
-
-
-def reconstruct(params, image: Array, attributes: Array, *, config) -> Array:
-    """g_μ(h_μ(x)), `[B, 64, 64, 3]`."""
-    return common.apply_to_images(get_model, params, image, attributes, CMMA.reconstruct, config)
-
-
-def edit(params, image: Array, attrs_from: Array, attrs_to: Array, *, config) -> Array:
-    """Changes the attributes of faces (erratum 8): g_μ(h_μ(x) + f_μ(y_to) - f_μ(y_from))."""
-    return common.edit_images(get_model, params, image, attrs_from, attrs_to, config)
+# The rest of the model contract (module docstring), written once for the CMMA and the CVAE.
+(init_state, bound, iwae, train_step, sample, encode, reconstruct, edit,
+ capabilities) = gaussian.entry_points(CMMA, get_model, losses.cmma_elbo)

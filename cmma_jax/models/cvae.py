@@ -15,31 +15,29 @@ closely mimic the MLPs g and h of CMMA"); only the attribute inputs differ. Trai
 
 with one sample of z per example.
 
-Public functions (the model contract of docs/design.md; `params` is `state.params`; what the
-CVAE shares with the CMMA is in `cmma_jax.models.gaussian`):
+Public functions (the model contract of docs/design.md; `params` is `state.params`).
+`get_model` is defined here; the others are what the CVAE shares with the CMMA, written once by
+`cmma_jax.models.gaussian.entry_points` (signatures there) and bound here as this module's own:
 
   get_model(config, num_attributes) -> CVAE
-  init_state(key, config, example_batch) -> TrainState
-  train_step(state, batch, key, *, config, axis_name=None) -> (state, metrics)
-  bound(params, batch, key, *, config, num_samples=1, axis_name=None) -> losses.ElboTerms  ([B])
-  iwae(params, batch, key, *, config, num_samples) -> [B]
-  sample(params, attributes, key, temperature=1.0, *, config) -> [B, 64, 64, 3]
-  encode(params, image, attributes, *, config) -> (mean, log_var)
-  reconstruct(params, image, attributes, *, config) -> [B, 64, 64, 3]
-  edit(params, image, attrs_from, attrs_to, *, config) -> [B, 64, 64, 3]
-  capabilities(config) -> frozenset of `cmma_jax.models.CAPABILITIES`
+  init_state, train_step: initial state; one Adam step on -bound (averaged over the batch)
+  bound: eq. 13 per example (`losses.cvae_elbo`), `losses.ElboTerms` of `[B]`; iwae: `[B]` nats,
+    with the prior N(0, I)
+  sample: g_μ([temperature · ε; y]) (temperature 0: z = 0), `[B, 64, 64, 3]`
+  encode: (h_μ(x, y), h_σ(x, y)); reconstruct: g_μ([h_μ(x, y); y])
+  edit: g_μ([h_μ(x, y_from); y_to])
+  capabilities(config): sample, encode, reconstruct, edit, bound, iwae
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
 from cmma_jax import losses, nets
-from cmma_jax.models import common, gaussian
+from cmma_jax.models import gaussian
 
 Array = jax.Array
 
@@ -93,62 +91,6 @@ def get_model(config, num_attributes: Optional[int] = None) -> CVAE:
                 condition_decoder=bool(config.model.get("condition_decoder", True)))
 
 
-def capabilities(config) -> frozenset[str]:
-    """What a CVAE can do (`cmma_jax.models.CAPABILITIES`): sample, encode, reconstruct, edit,
-    bound, iwae."""
-    del config
-    return gaussian.CAPABILITIES
-
-
-def init_state(key: Array, config, example_batch: Mapping[str, Any]) -> common.TrainState:
-    """Initial `TrainState` (float32 parameters, Adam state, int32 step 0)."""
-    return common.init_train_state(get_model, key, config, example_batch)
-
-
-def bound(params, batch: Mapping[str, Array], key: Array, *, config,
-          num_samples: int = 1, axis_name: Optional[str] = None) -> losses.ElboTerms:
-    """The CVAE bound (eq. 13) per example: `losses.cvae_elbo`, each term `[B]` in nats.
-
-    `train_step` minimises `-bound(...).elbo.mean()` with the same key, so the two agree exactly.
-    Under `pmap` (`axis_name`) it returns the terms of the global batch on every device, with the
-    noise a single device would draw (`common.globalize`).
-    """
-    return gaussian.bound(losses.cvae_elbo, get_model, params, batch, key, config=config,
-                          num_samples=num_samples, axis_name=axis_name)
-
-
-def iwae(params, batch: Mapping[str, Array], key: Array, *, config, num_samples: int) -> Array:
-    """The importance-weighted bound on log p(x | y) (prior N(0, I)), `[B]` nats."""
-    return gaussian.iwae(get_model, params, batch, key, config=config, num_samples=num_samples)
-
-
-def train_step(state: common.TrainState, batch: Mapping[str, Array], key: Array, *,
-               config, axis_name: Optional[str] = None
-               ) -> tuple[common.TrainState, dict[str, Array]]:
-    """One Adam step on the negative CVAE bound; metrics: loss, elbo, log_likelihood, kl,
-    grad_norm, param_norm. `axis_name`: the pmap axis, if any (`gaussian.elbo_train_step`)."""
-    return gaussian.elbo_train_step(
-        state, batch, key,
-        bound_fn=functools.partial(bound, config=config, num_samples=1), axis_name=axis_name,
-        kl_warmup_steps=int(config.training.get("kl_warmup_steps") or 0))
-
-
-def sample(params, attributes: Array, key: Array, temperature: float | Array = 1.0, *,
-           config) -> Array:
-    """Faces from attributes, `[B, 64, 64, 3]`: g_μ([temperature · ε; y]); temperature 0 = z = 0."""
-    return common.sample_images(get_model, params, attributes, key, temperature, config)
-
-
-def encode(params, image: Array, attributes: Array, *, config) -> tuple[Array, Array]:
-    """q(z | x, y): (mean, log_var), each `[B, latent_dim]`."""
-    return common.apply_to_images(get_model, params, image, attributes, CVAE.encode, config)
-
-
-def reconstruct(params, image: Array, attributes: Array, *, config) -> Array:
-    """g_μ([h_μ(x, y); y]), `[B, 64, 64, 3]`."""
-    return common.apply_to_images(get_model, params, image, attributes, CVAE.reconstruct, config)
-
-
-def edit(params, image: Array, attrs_from: Array, attrs_to: Array, *, config) -> Array:
-    """Changes the attributes of faces: g_μ([h_μ(x, y_from); y_to])."""
-    return common.edit_images(get_model, params, image, attrs_from, attrs_to, config)
+# The rest of the model contract (module docstring), written once for the CMMA and the CVAE.
+(init_state, bound, iwae, train_step, sample, encode, reconstruct, edit,
+ capabilities) = gaussian.entry_points(CVAE, get_model, losses.cvae_elbo)

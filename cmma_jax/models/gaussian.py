@@ -10,13 +10,17 @@ image likelihood from the decoder g, and train on a conditional variational boun
 They differ in the prior (CMMA: p(z | y) from the attribute network f; CVAE: N(0, I)), in what the
 decoder sees (CMMA: z; CVAE: [z; y]), and so in how they generate and edit faces. Each model's
 flax module subclasses `GaussianLatentModel` and defines `prior`, `decode`, `generate` and `edit`;
-each model module keeps the public functions of the model contract, whose bodies are the helpers
-here (`bound`, `iwae`, `elbo_train_step`) and in `common`.
+each model module defines `get_model` and binds the other functions of the model contract
+(init_state, bound, iwae, train_step, sample, encode, reconstruct, edit, capabilities) from
+`entry_points`, which writes them once, on the helpers here (`networks`, `elbo_train_step`) and in
+`common`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
+import functools
+import inspect
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Optional, Sequence
 
 import flax
 import flax.linen as nn
@@ -138,28 +142,138 @@ def networks(model: GaussianLatentModel, params: PyTree) -> dict[str, Callable[.
     return fns
 
 
-def bound(objective: Callable[..., losses.ElboTerms], get_model: Callable[..., Any], params,
-          batch: Mapping[str, Array], key: Array, *, config, num_samples: int,
-          axis_name: Optional[str]) -> losses.ElboTerms:
-    """`objective` (`losses.cmma_elbo`, `losses.cvae_elbo`) of the model per example.
+class EntryPoints(NamedTuple):
+    """The functions of the model contract (docs/design.md) that `entry_points` writes for a
+    Gaussian latent-variable model, in the order its module unpacks them."""
 
-    Under `pmap` (`axis_name`) it returns the terms of the global batch on every device, with the
-    noise a single device would draw (`common.globalize`).
+    init_state: Callable[..., common.TrainState]
+    bound: Callable[..., losses.ElboTerms]
+    iwae: Callable[..., Array]
+    train_step: Callable[..., tuple[common.TrainState, dict[str, Array]]]
+    sample: Callable[..., Array]
+    encode: Callable[..., tuple[Array, Array]]
+    reconstruct: Callable[..., Array]
+    edit: Callable[..., Array]
+    capabilities: Callable[[Any], frozenset[str]]
+
+
+def entry_points(module_cls: type[GaussianLatentModel],
+                 get_model: Callable[..., GaussianLatentModel],
+                 objective: Callable[..., losses.ElboTerms]) -> EntryPoints:
+    """The model contract's functions of a Gaussian latent-variable model, written once for both.
+
+    A model module binds them at module level, in the order of `EntryPoints`:
+
+        (init_state, bound, iwae, train_step, sample, encode, reconstruct, edit,
+         capabilities) = gaussian.entry_points(CMMA, get_model, losses.cmma_elbo)
+
+    They are then the module's own functions, with the contract's signatures (`config` keyword-only,
+    bound with `functools.partial` before `jax.jit`), and named, documented and attributed to the
+    module (`__module__`, `__qualname__`) as if defined there:
+
+      init_state(key, config, example_batch) -> TrainState
+      bound(params, batch, key, *, config, num_samples=1, axis_name=None) -> losses.ElboTerms
+      iwae(params, batch, key, *, config, num_samples) -> [B]
+      train_step(state, batch, key, *, config, axis_name=None) -> (state, metrics)
+      sample(params, attributes, key, temperature=1.0, *, config) -> [B, 64, 64, 3]
+      encode(params, image, attributes, *, config) -> (mean, log_var)
+      reconstruct(params, image, attributes, *, config) -> [B, 64, 64, 3]
+      edit(params, image, attrs_from, attrs_to, *, config) -> [B, 64, 64, 3]
+      capabilities(config) -> `CAPABILITIES`
+
+    Args:
+      module_cls: the model's flax module, a `GaussianLatentModel` subclass: what `encode`,
+        `reconstruct`, `sample` (its `generate`) and `edit` apply; its name is in the docstrings.
+      get_model: the model module's `get_model(config, num_attributes) -> module_cls`.
+      objective: the model's bound (`losses.cmma_elbo`, `losses.cvae_elbo`), called with the
+        networks of `networks` ("prior" only when `module_cls.LEARNED_PRIOR`).
+
+    Returns:
+      The nine functions, as `EntryPoints`.
     """
-    x, y = common.batch_inputs(batch)
-    fns = networks(get_model(config, y.shape[-1]), params)
-    fns = {name: common.globalize(f, x.shape[0], axis_name) for name, f in fns.items()}
-    x, y = common.gather_rows((x, y), axis_name)
-    return objective(key, x, y, **fns, num_samples=num_samples)
+    model = module_cls.__name__
+    objective_name = objective.__name__
+    objective_summary = (objective.__doc__ or "").strip().splitlines()[0]
 
+    def capabilities(config) -> frozenset[str]:
+        del config
+        return CAPABILITIES
 
-def iwae(get_model: Callable[..., Any], params, batch: Mapping[str, Array], key: Array, *,
-         config, num_samples: int) -> Array:
-    """`losses.iwae_bound` of the model (its prior, or N(0, I)), `[B]` nats."""
-    x, y = common.batch_inputs(batch)
-    fns = networks(get_model(config, y.shape[-1]), params)
-    return losses.iwae_bound(key, x, y, encode=fns["encode"], decode=fns["decode"],
-                             prior=fns.get("prior"), num_samples=num_samples)
+    def init_state(key: Array, config, example_batch: Mapping[str, Any]) -> common.TrainState:
+        return common.init_train_state(get_model, key, config, example_batch)
+
+    def bound(params, batch: Mapping[str, Array], key: Array, *, config,
+              num_samples: int = 1, axis_name: Optional[str] = None) -> losses.ElboTerms:
+        x, y = common.batch_inputs(batch)
+        fns = networks(get_model(config, y.shape[-1]), params)
+        fns = {name: common.globalize(f, x.shape[0], axis_name) for name, f in fns.items()}
+        x, y = common.gather_rows((x, y), axis_name)
+        return objective(key, x, y, **fns, num_samples=num_samples)
+
+    def iwae(params, batch: Mapping[str, Array], key: Array, *, config,
+             num_samples: int) -> Array:
+        x, y = common.batch_inputs(batch)
+        fns = networks(get_model(config, y.shape[-1]), params)
+        return losses.iwae_bound(key, x, y, encode=fns["encode"], decode=fns["decode"],
+                                 prior=fns.get("prior"), num_samples=num_samples)
+
+    def train_step(state: common.TrainState, batch: Mapping[str, Array], key: Array, *,
+                   config, axis_name: Optional[str] = None
+                   ) -> tuple[common.TrainState, dict[str, Array]]:
+        return elbo_train_step(
+            state, batch, key,
+            bound_fn=functools.partial(bound, config=config, num_samples=1),
+            axis_name=axis_name,
+            kl_warmup_steps=int(config.training.get("kl_warmup_steps") or 0))
+
+    def sample(params, attributes: Array, key: Array, temperature: float | Array = 1.0, *,
+               config) -> Array:
+        return common.sample_images(get_model, params, attributes, key, temperature, config)
+
+    def encode(params, image: Array, attributes: Array, *, config) -> tuple[Array, Array]:
+        return common.apply_to_images(get_model, params, image, attributes, module_cls.encode,
+                                      config)
+
+    def reconstruct(params, image: Array, attributes: Array, *, config) -> Array:
+        return common.apply_to_images(get_model, params, image, attributes,
+                                      module_cls.reconstruct, config)
+
+    def edit(params, image: Array, attrs_from: Array, attrs_to: Array, *, config) -> Array:
+        return common.edit_images(get_model, params, image, attrs_from, attrs_to, config)
+
+    docs = {
+        "capabilities": f"What a {model} can do (`cmma_jax.models.CAPABILITIES`): sample, encode, "
+                        "reconstruct, edit, bound, iwae.",
+        "init_state": "Initial `TrainState` (float32 parameters, Adam state, int32 step 0).",
+        "bound": f"""{objective_summary}
+
+        Per example: `losses.{objective_name}` of the {model}'s networks, each term `[B]` in
+        nats. `train_step` minimises `-bound(...).elbo.mean()` with the same key, so the two agree
+        exactly. Under `pmap` (`axis_name`) it returns the terms of the global batch on every
+        device, with the noise a single device would draw (`cmma_jax.models.common.globalize`).
+        """,
+        "iwae": f"The importance-weighted bound on log p(x | y) with `num_samples` samples and "
+                f"the {model}'s prior, `[B]` nats (`losses.iwae_bound`).",
+        "train_step": f"One Adam step on the negative {model} bound (`bound`); metrics: loss, "
+                      "elbo, log_likelihood, kl, grad_norm, param_norm (float32 scalars on the "
+                      "device). `axis_name`: the pmap axis, if any "
+                      "(`cmma_jax.models.gaussian.elbo_train_step`).",
+        "sample": f"Faces from attributes, `[B, 64, 64, 3]`: `{model}.generate` with `key` as "
+                  "its noise. Temperature 0 gives the means only, whatever the key.",
+        "encode": f"q(z | x, y): (mean, log_var), each `[B, latent_dim]` (`{model}.encode`).",
+        "reconstruct": f"The reconstruction through the posterior mean, `[B, 64, 64, 3]` "
+                       f"(`{model}.reconstruct`).",
+        "edit": f"Changes the attributes of faces from `attrs_from` to `attrs_to`, "
+                f"`[B, 64, 64, 3]` (`{model}.edit`).",
+    }
+    fns = dict(init_state=init_state, bound=bound, iwae=iwae, train_step=train_step,
+               sample=sample, encode=encode, reconstruct=reconstruct, edit=edit,
+               capabilities=capabilities)
+    for name, fn in fns.items():
+        fn.__module__ = get_model.__module__
+        fn.__qualname__ = name
+        fn.__doc__ = inspect.cleandoc(docs[name])
+    return EntryPoints(**fns)
 
 
 def elbo_train_step(
