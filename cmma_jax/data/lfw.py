@@ -45,6 +45,7 @@ layout's size (`_images.LFW_SIZE`, `_images.LFWCROP_SIZE`: e.g. a 1x1 file) is a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -174,15 +175,8 @@ def load_cropped(args: tuple[Sequence[float], Sequence[str]]) -> list[bytes | st
         For each path, `zlib.compress(uint8 [64, 64, 3].tobytes())`, or an error message (str).
     """
     box, paths = args
-    out: list[bytes | str] = []
-    for path in paths:
-        try:
-            image = _images.read_image(path)
-            _images.LFW_SIZE.check(image, path)
-            out.append(zlib.compress(crop_face(image, box).tobytes()))
-        except (FileNotFoundError, _images.UnreadableImageError) as e:
-            out.append(f"{type(e).__name__}: {e}")
-    return out
+    faces = _images.load_faces(paths, _images.LFW_SIZE, functools.partial(crop_face, box=box))
+    return [x if isinstance(x, str) else zlib.compress(x.tobytes()) for x in faces]
 
 
 # --- the builder -----------------------------------------------------------------------------
