@@ -128,7 +128,9 @@ def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
 
     Raises:
         FileNotFoundError: the file is absent.
-        ValueError: the file is malformed; the message gives the file, the line and the fix.
+        ValueError: a malformed file (a row count that is not the file's, other names than
+            CelebA's 40 in their order, a row without 40 values of 1 or -1, a file listed twice);
+            the message gives the file, the line and the fix.
     """
     path = os.fspath(path)
     lines = read_index_file(

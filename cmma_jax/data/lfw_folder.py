@@ -188,7 +188,9 @@ def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
 
     Raises:
         FileNotFoundError: the file is absent.
-        ValueError: the file is malformed; the message gives the file, the line and the fix.
+        ValueError: a malformed file (columns other than person, imagenum and 73 attribute names;
+            a row without an image number and 73 finite scores; an image listed twice); the
+            message gives the file, the line and the fix.
     """
     path = os.fspath(path)
     lines = read_index_file(
