@@ -269,18 +269,9 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[st
         raise ValueError("--config.training.eval_every=None: the classifier needs an integer "
                          ">= 1 (its validation scores).")
     with workdirs.lock(workdir):
-        workdirs.check_resumable(workdir, config)
-        train.check_not_past_the_end(workdir, int(config.training.num_steps))
-        train_data = train.load_data(config, "train",
-                                     batch_size=int(config.training.batch_size), shard=False)
+        train_data = train.open_run(config, workdir, batch_size=int(config.training.batch_size),
+                                    shard=False)
         names = list(train_data.attribute_names)
-        try:
-            workdirs.check_resumable(workdir, config, names)
-        except Exception:
-            train_data.close()
-            raise
-        workdirs.write_records(workdir, config, names)
-
         init_key, train_key = jax.random.split(jax.random.key(int(config.training.seed)))
         validation = _ValidationScores(config)
         state = train.fit(workdir, config,

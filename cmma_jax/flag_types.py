@@ -8,6 +8,11 @@ with absl's one-line error naming the flag, the value and what it takes:
     FATAL Flags parsing error: flag --iwae_samples=abc: expected integers, comma-separated
     (e.g. 1,10,100); 'abc' is not one.
 
+The doors' other shared pieces are here too: the flags of a door that trains (`--workdir`,
+`--dataset`, `--data_dir`, `--prepared_dir`: `DEFINE_training_flags`, `data_flags`,
+`training_workdir`), and the two ways a door stops on bad input: absl's usage error
+(`check_no_arguments`, `settings_or_usage_error`) or one line naming the door (`exit_on`).
+
 A bottom layer: absl only.
 """
 
@@ -15,13 +20,16 @@ from __future__ import annotations
 
 import ast
 import collections.abc
+import contextlib
 import dataclasses
 import inspect
+import os
 import re
+import sys
 import typing
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
-from absl import flags
+from absl import app, flags
 
 # The flags these functions define belong to the door that calls them (its --help lists them).
 flags.disclaim_key_flags()
@@ -304,6 +312,64 @@ def settings_from_flags(cls, fields: Sequence[str], *, rename: Mapping[str, str]
     return cls(**{**values, **given})
 
 
+def settings_or_usage_error(cls, fields: Sequence[str], **kwargs):
+    """`settings_from_flags(cls, fields, **kwargs)` for a door: settings that do not fit together
+    (their `ValueError`) stop it with absl's usage error."""
+    try:
+        return settings_from_flags(cls, fields, **kwargs)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+
+
+# The doors' other shared pieces.
+
+
+def check_no_arguments(argv: Sequence[str]) -> None:
+    """A door's first step: arguments that are not flags stop it with absl's usage error."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+
+
+@contextlib.contextmanager
+def exit_on(*errors: type[BaseException], door: str) -> Iterator[None]:
+    """Around a door's library call: one of `errors` (input the user can fix: a missing workdir,
+    an output folder that is a file) ends the program with `<door>: <message>` on stderr and exit
+    code 1, not a traceback."""
+    try:
+        yield
+    except errors as e:
+        sys.exit(f"{door}: {e}")
+
+
+def DEFINE_training_flags(workdir_help: str, flag_values=flags.FLAGS) -> None:  # noqa: N802
+    """The flags of a door that trains: `--workdir` (`workdir_help`: what goes there, its
+    default) and where the data is, `--dataset`, `--data_dir`, `--prepared_dir` (`data_flags`)."""
+    flags.DEFINE_string("workdir", None, workdir_help, flag_values=flag_values)
+    flags.DEFINE_string("dataset", None, "synthetic_faces (default, offline), celeba (a local "
+                        "folder), celeb_a (upstream tfds) or lfw. Sets config.data.name.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None, "The raw dataset folder for celeba or lfw (e.g. "
+                        "../shared/data/celeba). Sets config.data.data_dir.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("prepared_dir", None, "Where prepared datasets are cached (default "
+                        "$CMMA_DATA_DIR, else ~/tensorflow_datasets). Sets "
+                        "config.data.prepared_dir.", flag_values=flag_values)
+
+
+def data_flags(flag_values=flags.FLAGS) -> dict[str, Optional[str]]:
+    """`--dataset`, `--data_dir` and `--prepared_dir` (`DEFINE_training_flags`) as
+    `{"name", "data_dir", "prepared_dir"}`, None where not given: the keywords of
+    `cmma_jax.configs.base.set_data`."""
+    return {"name": flag_values.dataset or None, "data_dir": flag_values.data_dir or None,
+            "prepared_dir": flag_values.prepared_dir or None}
+
+
+def training_workdir(run: str, dataset: str, flag_values=flags.FLAGS) -> str:
+    """`--workdir` (`DEFINE_training_flags`), else `workdirs/<run>_<dataset>`."""
+    return flag_values.workdir or os.path.join("workdirs", f"{run}_{dataset}")
+
+
 __all__ = ["DEFINE_positive_ints", "DEFINE_indices", "DEFINE_positive_floats", "DEFINE_floats",
            "DEFINE_index_triples", "DEFINE_key_values", "define_settings_flags",
-           "settings_from_flags"]
+           "settings_from_flags", "settings_or_usage_error", "check_no_arguments", "exit_on",
+           "DEFINE_training_flags", "data_flags", "training_workdir"]

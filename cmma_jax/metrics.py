@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ import numpy as np
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
+ArrayT = TypeVar("ArrayT", np.ndarray, jax.Array)
 
 __all__ = [
     "parzen_log_likelihood",
@@ -44,6 +45,7 @@ __all__ = [
     "attribute_auc",
     "attribute_accuracy",
     "laplacian_energy",
+    "pad_rows",
 ]
 
 # Chunks are sized so that no chunk of test points or samples holds more than this many float32
@@ -111,13 +113,24 @@ def _chunk_logsumexp(x: Array, samples: Array, valid: Array, inv_two_var: Array,
     return jax.nn.logsumexp(log_k, axis=-1)
 
 
-def _pad_rows(a: Array, rows: int, axis: int) -> Array:
-    pad = rows - a.shape[axis]
-    if pad == 0:
+def pad_rows(a: ArrayT, size: int, axis: int = 0, *, repeat_last: bool = True) -> ArrayT:
+    """`a` padded to `size` rows along `axis`, so that a jitted function sees one shape whatever
+    the length of the last chunk or batch; the callers drop the results of the padding rows.
+
+    The rows added repeat the last one (`repeat_last`, so that they are valid inputs such as real
+    faces), or are zeros. A numpy array stays numpy, a jax array jax; `a` itself when it has
+    `size` rows or more. The one padding of a last batch in the package: the Parzen chunks here,
+    the evaluation's chunks of a split (`cmma_jax.data.reading`), the ground truth's batches.
+    """
+    pad = size - a.shape[axis]
+    if pad <= 0:
         return a
     widths = [(0, 0)] * a.ndim
     widths[axis] = (0, pad)
-    return jnp.pad(a, widths)
+    mode: Literal["edge", "constant"] = "edge" if repeat_last else "constant"
+    if isinstance(a, np.ndarray):
+        return np.pad(a, widths, mode=mode)
+    return jnp.pad(a, widths, mode=mode)
 
 
 def parzen_log_likelihood_from_fn(
@@ -174,7 +187,8 @@ def parzen_log_likelihood_from_fn(
     rows = []
     for b0 in range(0, num_test, test_chunk):
         b1 = min(b0 + test_chunk, num_test)
-        xb = _pad_rows(jnp.asarray(x[b0:b1]).reshape(b1 - b0, dim), test_chunk, 0)
+        xb = pad_rows(jnp.asarray(x[b0:b1]).reshape(b1 - b0, dim), test_chunk, 0,
+                      repeat_last=False)
         acc = jnp.full((len(sig), test_chunk), -jnp.inf, dtype=jnp.float32)
         for s0 in range(0, num_samples, sample_chunk):
             s1 = min(s0 + sample_chunk, num_samples)
@@ -187,10 +201,11 @@ def parzen_log_likelihood_from_fn(
                     f"{'shared' if shared else 'per-test-point'} samples."
                 )
             if shared:
-                chunk = _pad_rows(chunk.reshape(s1 - s0, dim), sample_chunk, 0)
+                chunk = pad_rows(chunk.reshape(s1 - s0, dim), sample_chunk, 0, repeat_last=False)
             else:
-                chunk = _pad_rows(chunk.reshape(b1 - b0, s1 - s0, dim), sample_chunk, 1)
-                chunk = _pad_rows(chunk, test_chunk, 0)
+                chunk = pad_rows(chunk.reshape(b1 - b0, s1 - s0, dim), sample_chunk, 1,
+                                 repeat_last=False)
+                chunk = pad_rows(chunk, test_chunk, 0, repeat_last=False)
             valid = jnp.arange(sample_chunk) < (s1 - s0)
             acc = jnp.logaddexp(acc, _chunk_logsumexp(xb, chunk, valid, inv_two_var,
                                                       shared=shared))

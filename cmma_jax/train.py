@@ -511,11 +511,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> PyTre
     config = presets.resolve_config(config)
     validate_config(config)
     model_lib = MODELS[config.model.name]
-    is_chief = jax.process_index() == 0
-    with workdirs.lock(workdir, enabled=is_chief):
-        # Before anything is written: the workdir must hold this run (or nothing).
-        workdirs.check_resumable(workdir, config)
-        check_not_past_the_end(workdir, int(config.training.num_steps))
+    with workdirs.lock(workdir, enabled=jax.process_index() == 0):
         return _train(config, workdir, model_lib)
 
 
@@ -530,26 +526,43 @@ def check_not_past_the_end(workdir: str, num_steps: int) -> None:
             f"above {latest}; to load the trained model, use cmma_jax.workdirs.load_model.")
 
 
-def _train(config, workdir: str, model_lib) -> PyTree:
+def open_run(config, workdir: str, *, batch_size: int, shard: bool = True) -> data.Loaded:
+    """How every training run starts in its locked workdir (the generative models' here, the
+    attribute classifier's in `cmma_jax.classifier`): the training data, once the workdir is
+    known to hold this run or nothing, not past `training.num_steps`.
+
+    Checks the workdir against the config (before anything is written), reads the training split
+    (`load_data` with `batch_size` and `shard`; with several processes, process 0 prepares it
+    first), checks its attribute names against `data.num_attributes` and the workdir, and writes
+    the workdir's records (process 0). The data is closed if a check fails.
+    """
     is_chief = jax.process_index() == 0
-    global_batch = int(config.training.batch_size)
-    local_batch = global_batch // jax.process_count()
+    # Before anything is written: the workdir must hold this run (or nothing).
+    workdirs.check_resumable(workdir, config)
+    check_not_past_the_end(workdir, int(config.training.num_steps))
     if jax.process_count() > 1:
         # Process 0 prepares the dataset (once, into the shared prepared_dir) while the others
         # wait: tfds does not coordinate several processes preparing the same folder.
         if is_chief:
             data.prepare_from_config(config.data)
         multihost_utils.sync_global_devices("cmma_jax: dataset prepared")
-    train_data = load_data(config, "train", batch_size=local_batch)
+    train_data = load_data(config, "train", batch_size=batch_size, shard=shard)
     try:
         data.check_num_attributes(config.data, train_data.attribute_names)
         workdirs.check_resumable(workdir, config, train_data.attribute_names)
     except Exception:
         train_data.close()
         raise
-    num_attributes = len(train_data.attribute_names)
     if is_chief:
         workdirs.write_records(workdir, config, train_data.attribute_names)
+    return train_data
+
+
+def _train(config, workdir: str, model_lib) -> PyTree:
+    is_chief = jax.process_index() == 0
+    global_batch = int(config.training.batch_size)
+    train_data = open_run(config, workdir, batch_size=global_batch // jax.process_count())
+    num_attributes = len(train_data.attribute_names)
 
     seed = int(config.training.seed)
     init_key, train_key, sample_key = jax.random.split(jax.random.key(seed), 3)

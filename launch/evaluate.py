@@ -14,8 +14,6 @@ validation split (every model), and attribute fidelity with a classifier trained
 evaluated on the data they were trained on; --data_dir / --prepared_dir say where it is now.
 """
 
-import sys
-
 from absl import app, flags
 
 from cmma_jax import flag_types
@@ -31,18 +29,12 @@ FIELDS = flag_types.define_settings_flags(EvalSettings, rename=RENAME)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    flag_types.check_no_arguments(argv)
     from cmma_jax import evaluate, files
 
-    try:
-        settings = flag_types.settings_from_flags(EvalSettings, FIELDS, rename=RENAME)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    try:
+    settings = flag_types.settings_or_usage_error(EvalSettings, FIELDS, rename=RENAME)
+    with flag_types.exit_on(files.OutputDirError, door="launch/evaluate.py"):
         evaluate.evaluate_workdirs(FLAGS.workdirs, settings, FLAGS.output_dir)
-    except files.OutputDirError as e:
-        sys.exit(f"launch/evaluate.py: {e}")
     print(f"Wrote {FLAGS.output_dir}/results.json and {FLAGS.output_dir}/results.md", flush=True)
 
 

@@ -17,8 +17,6 @@ Attribute names default per dataset (Male/Pale_Skin rows on CelebA, Male/Asian o
 unknown name is an error that lists the dataset's attributes.
 """
 
-import sys
-
 from absl import app, flags
 
 from cmma_jax import flag_types
@@ -33,18 +31,12 @@ FIELDS = flag_types.define_settings_flags(FigureSettings)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    flag_types.check_no_arguments(argv)
     from cmma_jax import figures, files
 
-    try:
-        settings = flag_types.settings_from_flags(FigureSettings, FIELDS)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    try:
+    settings = flag_types.settings_or_usage_error(FigureSettings, FIELDS)
+    with flag_types.exit_on(files.OutputDirError, door="launch/generate.py"):
         written = figures.generate_figures(FLAGS.workdirs, FLAGS.output_dir, settings)
-    except files.OutputDirError as e:
-        sys.exit(f"launch/generate.py: {e}")
     print(f"Wrote {len(written)} figure(s) in {FLAGS.output_dir}", flush=True)
 
 

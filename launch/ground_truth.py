@@ -23,8 +23,6 @@ accuracy) and every nuisance parameter (held-out R²), fitted on --probe_num_tra
 Only models trained on synthetic_faces can be scored: its faces are rendered from known specs.
 """
 
-import sys
-
 from absl import app, flags
 
 from cmma_jax import flag_types
@@ -42,19 +40,14 @@ FIELDS = flag_types.define_settings_flags(GroundTruthSettings, rename=RENAME)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    flag_types.check_no_arguments(argv)
     from cmma_jax import files
     from cmma_jax.evaluate import ground_truth as gt
 
-    try:
-        settings = flag_types.settings_from_flags(GroundTruthSettings, FIELDS, rename=RENAME)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    try:
+    settings = flag_types.settings_or_usage_error(GroundTruthSettings, FIELDS, rename=RENAME)
+    with flag_types.exit_on(gt.InputError, FileNotFoundError, files.OutputDirError,
+                            door="launch/ground_truth.py"):
         results = gt.ground_truth(FLAGS.workdirs, settings, FLAGS.output_dir)
-    except (gt.InputError, FileNotFoundError, files.OutputDirError) as e:
-        sys.exit(f"launch/ground_truth.py: {e}")
     print("Wrote " + ", ".join(results["files"].values()), flush=True)
 
 

@@ -54,8 +54,7 @@ flags.DEFINE_list("stages", list(STAGES), "Run only these stages (in this order)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    flag_types.check_no_arguments(argv)
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax and tfds log every file at INFO
     from cmma_jax import reproduce, train
@@ -66,13 +65,10 @@ def main(argv):
     if FLAGS.stop_patience:
         overrides["training.stop_patience"] = FLAGS.stop_patience
         overrides["training.stop_min_delta"] = FLAGS.stop_min_delta
-    try:
-        settings = flag_types.settings_from_flags(
-            ReproduceSettings, FIELDS, rename=RENAME, overrides=overrides,
-            evaluation=flag_types.settings_from_flags(EvalSettings, EVAL_FIELDS, rename=RENAME),
-            figures=flag_types.settings_from_flags(FigureSettings, FIGURE_FIELDS))
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
+    settings = flag_types.settings_or_usage_error(
+        ReproduceSettings, FIELDS, rename=RENAME, overrides=overrides,
+        evaluation=flag_types.settings_or_usage_error(EvalSettings, EVAL_FIELDS, rename=RENAME),
+        figures=flag_types.settings_or_usage_error(FigureSettings, FIGURE_FIELDS))
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
     with train.exit_on_preemption():  # SIGTERM in a training: its last step is checkpointed
         reproduce.reproduce(settings, FLAGS.workdir, stages=tuple(FLAGS.stages),

@@ -20,7 +20,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cmma_jax import configs
+from cmma_jax import configs, flag_types
 from cmma_jax.configs import CONFIGS
 
 MODEL_NAMES = tuple(CONFIGS)  # the registry's names (cmma_jax/configs/__init__.py)
@@ -67,14 +67,8 @@ config_flags.DEFINE_config_file(
     "config", CONFIGS[_MODEL if _MODEL in MODEL_NAMES else "cmma"].__file__,
     "The model's config file (default: cmma_jax/configs/<model>.py); path[:preset].",
     lock_config=True)
-flags.DEFINE_string("workdir", None, "Checkpoints, metrics and samples go here "
-                    "(default: workdirs/<model>_<dataset>). An existing workdir is resumed.")
-flags.DEFINE_string("dataset", None, "synthetic_faces (default, offline), celeba (a local "
-                    "folder), celeb_a (upstream tfds) or lfw. Sets config.data.name.")
-flags.DEFINE_string("data_dir", None, "The raw dataset folder for celeba or lfw (e.g. "
-                    "../shared/data/celeba). Sets config.data.data_dir.")
-flags.DEFINE_string("prepared_dir", None, "Where prepared datasets are cached (default "
-                    "$CMMA_DATA_DIR, else ~/tensorflow_datasets). Sets config.data.prepared_dir.")
+flag_types.DEFINE_training_flags("Checkpoints, metrics and samples go here (default: "
+                                 "workdirs/<model>_<dataset>). An existing workdir is resumed.")
 flags.DEFINE_string("preset", None, "paper, small, tiny or auto (paper on an accelerator, small "
                     "on a CPU). Sets config.model.preset.")
 flags.DEFINE_enum("parallelism", None, ["mesh", "pmap"], "Data parallelism over all devices: "
@@ -89,8 +83,7 @@ flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "A process silent for thi
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    flag_types.check_no_arguments(argv)
     if not FLAGS["verbosity"].present:
         # Orbax and tfds log every checkpoint and file at INFO; progress lines are printed.
         logging.set_verbosity(logging.WARNING)
@@ -106,15 +99,12 @@ def main(argv):
         if FLAGS.model != config.model.name:
             raise app.UsageError(f"--model={FLAGS.model} but the config file is for "
                                  f"{config.model.name!r}; drop one of them.")
-        if FLAGS.dataset:
-            config.data.name = FLAGS.dataset
-        configs.base.set_folders(config.data, data_dir=FLAGS.data_dir or None,
-                                 prepared_dir=FLAGS.prepared_dir or None)
+        configs.base.set_data(config.data, **flag_types.data_flags())
         if FLAGS.preset:
             config.model.preset = FLAGS.preset
         if FLAGS.parallelism:
             config.training.parallelism = FLAGS.parallelism
-    workdir = FLAGS.workdir or os.path.join("workdirs", f"{FLAGS.model}_{config.data.name}")
+    workdir = flag_types.training_workdir(FLAGS.model, config.data.name)
     logging.info("Training %s on %s in %s", FLAGS.model, config.data.name, workdir)
     print(f"Training {FLAGS.model} on {config.data.name}; outputs in {workdir}", flush=True)
     with train.exit_on_preemption():  # SIGTERM: the last step is checkpointed, exit 143

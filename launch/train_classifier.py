@@ -11,13 +11,12 @@ again resumes). `launch/evaluate.py --classifier_workdir=...` then uses it. Any 
 set with --config.<section>.<field>=value (see `cmma_jax.classifier.get_config`).
 """
 
-import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from cmma_jax import classifier, configs, train
+from cmma_jax import classifier, configs, flag_types, train
 from cmma_jax.configs import unknown_overrides
 
 FLAGS = flags.FLAGS
@@ -30,28 +29,18 @@ if __name__ == "__main__":
 
 config_flags.DEFINE_config_dict("config", classifier.get_config(),
                                 "The classifier's config (cmma_jax.classifier.get_config).")
-flags.DEFINE_string("workdir", None, "Checkpoints and metrics go here (default: "
-                    "workdirs/classifier_<dataset>).")
-flags.DEFINE_string("dataset", None, "synthetic_faces (default), celeba, celeb_a or lfw. Sets "
-                    "config.data.name.")
-flags.DEFINE_string("data_dir", None, "The raw dataset folder for celeba or lfw. Sets "
-                    "config.data.data_dir.")
-flags.DEFINE_string("prepared_dir", None,
-                    "Where prepared datasets live. Sets config.data.prepared_dir.")
+flag_types.DEFINE_training_flags("Checkpoints and metrics go here (default: "
+                                 "workdirs/classifier_<dataset>). An existing workdir is resumed.")
 flags.DEFINE_integer("num_steps", None, "Training steps. Sets config.training.num_steps.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    flag_types.check_no_arguments(argv)
     config = FLAGS.config
-    if FLAGS.dataset:
-        config.data.name = FLAGS.dataset
-    configs.base.set_folders(config.data, data_dir=FLAGS.data_dir or None,
-                             prepared_dir=FLAGS.prepared_dir or None)
+    configs.base.set_data(config.data, **flag_types.data_flags())
     if FLAGS.num_steps:
         config.training.num_steps = FLAGS.num_steps
-    workdir = FLAGS.workdir or os.path.join("workdirs", f"classifier_{config.data.name}")
+    workdir = flag_types.training_workdir("classifier", config.data.name)
     print(f"Training the attribute classifier on {config.data.name}; outputs in {workdir}",
           flush=True)
     with train.exit_on_preemption():  # SIGTERM: the last step is checkpointed, exit 143

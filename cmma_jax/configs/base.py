@@ -89,6 +89,17 @@ def set_folders(data: ml_collections.ConfigDict, *, data_dir: str | None = None,
     return data
 
 
+def set_data(data: ml_collections.ConfigDict, *, name: str | None = None,
+             data_dir: str | None = None, prepared_dir: str | None = None
+             ) -> ml_collections.ConfigDict:
+    """Which dataset a data section reads (`name`; None keeps the section's own) and where its
+    folders are now (`set_folders`). Changes `data` in place and returns it; the training doors
+    pass their flags (`cmma_jax.flag_types.data_flags`)."""
+    if name is not None:
+        data.name = name
+    return set_folders(data, data_dir=data_dir, prepared_dir=prepared_dir)
+
+
 def get_base_config() -> ml_collections.ConfigDict:
     """The fields every model config shares, with the "auto" preset."""
     config = ml_collections.ConfigDict()

@@ -2,8 +2,10 @@
 
 `LocalBuilder` is the base of every builder here; the builders of a local folder (`celeba`,
 `lfw`) also share how they find the folder (`LocalBuilder._source_dir`), read its index files
-(`read_lines`), decode its images in worker processes (`read_faces`) and skip bad images
-(`BadImages`), and how a folder's prepared copy is named (`folder_config_name`).
+(`read_index_file`, `index_rows`), decode its images in worker processes (`read_faces`, or
+`LocalBuilder._read_faces` for the rows of a split) and skip bad images (`BadImages`), and how a
+folder's prepared copy is named (`folder_config_name`). Every builder here describes its dataset
+with `LocalBuilder._face_info`: 64x64 faces, their attributes and the builder's own features.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ import logging
 import os
 import tempfile
 import warnings
-from typing import Any, Callable, Iterator, MutableMapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
 
 from etils import epath
+import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import utils as tfds_utils
 
 from cmma_jax.data import _images
 from cmma_jax.data import _parallel
 from cmma_jax.data._images import UnreadableImageError
+from cmma_jax.images import IMAGE_SHAPE
 
 FACE_CHUNK = 200  # images per unit of work of a decoding process
 
@@ -47,7 +51,9 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     builders download nothing, so the file found by `inspect` is all tfds needs.
 
     A builder of a local folder (its config has a `source_dir`) names the dataset in
-    `FOLDER_NAME` and describes the folder in `FOLDER_LAYOUT`, for `_source_dir`'s error.
+    `FOLDER_NAME` and describes the folder in `FOLDER_LAYOUT`, for `_source_dir`'s error; its
+    `_split_generators` sets `self._bad` (`BadImages`) before `_read_faces` runs, and its
+    constructor `self._num_workers`.
     """
 
     FOLDER_NAME = ""
@@ -85,14 +91,123 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 f" ({e}). Pass source_dir=<{self.FOLDER_LAYOUT}>."
             ) from None
 
+    def _face_info(
+        self,
+        *,
+        description: str,
+        attribute_names: Sequence[str],
+        encoding: str,
+        extra_features: Mapping[str, Any],
+        **info: Any,
+    ) -> DatasetInfo:
+        """The `DatasetInfo` of a dataset of faces: "image" (uint8 [64, 64, 3], zlib-compressed
+        raw pixels, `ZlibTensor`: lossless, and a single zlib call to decode, cheaper than PNG or
+        JPEG at read time), "attributes" (float32 [A] in the order of `attribute_names`, kept in
+        the metadata with their `encoding`) and the builder's `extra_features`. Records keep
+        generation order (`disable_shuffling`): record i of a split is the i-th example its
+        generator yields. `info`: `DatasetInfo`'s other arguments (`homepage`)."""
+        return DatasetInfo(
+            builder=self,
+            description=description,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": ZlibTensor(shape=IMAGE_SHAPE, dtype=np.uint8, encoding="zlib"),
+                    "attributes": tfds.features.Tensor(
+                        shape=(len(attribute_names),), dtype=np.float32
+                    ),
+                    **extra_features,
+                }
+            ),
+            metadata=tfds.core.MetadataDict(
+                attribute_names=list(attribute_names), encoding=encoding
+            ),
+            disable_shuffling=True,
+            **info,
+        )
 
-def read_lines(path: str, *, not_found: str) -> list[str]:
-    """The lines of a text index file (undecodable bytes replaced); `FileNotFoundError(not_found)`
-    if there is no such file."""
+    def _read_faces(
+        self,
+        work: Any,
+        image_dir: str,
+        files: Sequence[str],
+        rows: Sequence[int],
+        present: set[str],
+        load: Callable[[tuple[Any, list[str]]], list[bytes | str]] = _images.load_compressed,
+    ) -> Iterator[tuple[int, str, bytes]]:
+        """The faces of a split's `rows` (indices into `files`, the images relative to
+        `image_dir`) whose file is `present`, decoded by `read_faces` (`work`, `load`) with this
+        builder's bad images, workers and metadata.
+
+        Yields:
+            `(row, file, face)` for each readable face, in the order of `rows`: the zlib-compressed
+            uint8 face.
+        """
+        rows = [int(r) for r in rows if files[r] in present]
+        names = [files[r] for r in rows]
+        faces = read_faces(
+            work,
+            image_dir,
+            names,
+            bad=self._bad,
+            num_workers=self._num_workers,
+            metadata=self.info.metadata,
+            load=load,
+        )
+        for i, face in faces:
+            yield rows[i], names[i], face
+
+
+def read_index_file(path: str, *, not_found: str, header: str, fix: str) -> list[str]:
+    """The lines of a text index file that starts with two header lines (undecodable bytes
+    replaced).
+
+    Raises:
+        FileNotFoundError: `not_found`, if there is no such file.
+        ValueError: the file has under two lines; the message says what they must be (`header`)
+            and how to fix the file (`fix`).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(not_found)
     with open(path, "r", encoding="utf-8", errors="replace") as f:
-        return f.read().splitlines()
+        lines = f.read().splitlines()
+    if len(lines) < 2:
+        raise ValueError(f"{path} has {len(lines)} line(s); it needs {header}. {fix}")
+    return lines
+
+
+def index_rows(
+    lines: Sequence[str],
+    path: str,
+    *,
+    num_keys: int,
+    num_values: int,
+    value: str,
+    fix: str,
+    sep: str | None = None,
+) -> Iterator[tuple[int, list[str]]]:
+    """The rows of an attribute file (`read_index_file`'s lines, from line 3; blank lines
+    skipped): `num_keys` fields naming the image, then one `value` per attribute name of line 2,
+    split at `sep` (None: white space).
+
+    Yields:
+        `(line number, fields)` of each row.
+
+    Raises:
+        ValueError: a row with another number of values; the message gives the file, the line,
+            the row and `fix`.
+    """
+    separated = ", tab-separated" if sep == "\t" else ""
+    for lineno, line in enumerate(lines[2:], start=3):
+        if not line.strip():
+            continue
+        fields = line.rstrip("\r\n").split(sep)
+        if len(fields) - num_keys != num_values:
+            raise ValueError(
+                f"{path}, line {lineno}: {len(fields) - num_keys} attribute {value}s for"
+                f" {num_values} attribute names (row {fields[0]!r}); every row must give one"
+                f" {value} per name of line 2{separated}. {fix}"
+            )
+        yield lineno, fields
 
 
 def read_faces(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -149,8 +149,14 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
         raise UnreadableImageError(f"Cannot decode image {os.fspath(path)}: {e}") from e
 
 
-def load_celeba_images(paths: Sequence[str]) -> list[np.ndarray | str]:
-    """Reads and crops CelebA images; for each path the 64x64 face or an error message.
+def load_faces(
+    paths: Sequence[str],
+    size: ExpectedSize,
+    to_face: Callable[[Image.Image], np.ndarray],
+    errors: tuple[type[Exception], ...] = (FileNotFoundError, UnreadableImageError),
+) -> list[np.ndarray | str]:
+    """Reads images, checks each against its dataset's `size` and makes it a face (`to_face`:
+    uint8 [64, 64, 3]); for each path the face or, for one of `errors`, an error message.
 
     The unit of work of a prepare-time worker process: errors come back as strings so that the
     builder can decide (raise, or skip with a warning) in the main process.
@@ -159,24 +165,21 @@ def load_celeba_images(paths: Sequence[str]) -> list[np.ndarray | str]:
     for path in paths:
         try:
             image = read_image(path)
-            CELEBA_SIZE.check(image, path)
-            out.append(crop_celeba(image))
-        except (FileNotFoundError, UnreadableImageError, ValueError) as e:
+            size.check(image, path)
+            out.append(to_face(image))
+        except errors as e:
             out.append(f"{type(e).__name__}: {e}")
     return out
+
+
+def load_celeba_images(paths: Sequence[str]) -> list[np.ndarray | str]:
+    """Reads and crops CelebA images (`load_faces`; a size the crop refuses is a ValueError)."""
+    return load_faces(paths, CELEBA_SIZE, crop_celeba, (FileNotFoundError, ValueError))
 
 
 def load_square_images(paths: Sequence[str]) -> list[np.ndarray | str]:
-    """Reads images and resizes them to 64x64 (LFWcrop); errors come back as strings."""
-    out: list[np.ndarray | str] = []
-    for path in paths:
-        try:
-            image = read_image(path)
-            LFWCROP_SIZE.check(image, path)
-            out.append(resize_square(image))
-        except (FileNotFoundError, UnreadableImageError) as e:
-            out.append(f"{type(e).__name__}: {e}")
-    return out
+    """Reads images and resizes them to 64x64 (LFWcrop; `load_faces`)."""
+    return load_faces(paths, LFWCROP_SIZE, resize_square)
 
 
 def load_compressed(args: tuple[str, Sequence[str]]) -> list[bytes | str]:

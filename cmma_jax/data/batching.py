@@ -26,16 +26,25 @@ from cmma_jax.data import celeba as celeba_lib
 ENCODINGS = ("binary", "signed", "raw")
 
 
-def encode_attributes(raw: np.ndarray, encoding: str) -> np.ndarray:
-    """Encodes raw attribute values (`[..., A]`) as float32: "binary", "signed" or "raw"."""
-    raw = np.asarray(raw, np.float32)
+def check_encoding(encoding: str) -> None:
+    """Raises ValueError for an attribute encoding that is not one of `ENCODINGS`."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"Unknown attribute encoding {encoding!r}; expected one of {ENCODINGS}.")
+
+
+def encode_attributes(raw: np.ndarray, encoding: str, xp: Any = np) -> np.ndarray:
+    """Encodes raw attribute values (`[..., A]`) as float32: "binary", "signed" or "raw".
+
+    `xp`: the array module, numpy (on the host) or `jax.numpy` (on the device, e.g. inside a jitted
+    function: `cmma_jax.data.resident`); the same values either way.
+    """
+    check_encoding(encoding)
+    raw = xp.asarray(raw, xp.float32)
     if encoding == "binary":
-        return (raw > 0).astype(np.float32)
+        return (raw > 0).astype(xp.float32)
     if encoding == "signed":
-        return np.where(raw > 0, np.float32(1), np.float32(-1))
-    if encoding == "raw":
-        return raw
-    raise ValueError(f"Unknown attribute encoding {encoding!r}; expected one of {ENCODINGS}.")
+        return xp.where(raw > 0, xp.float32(1), xp.float32(-1))
+    return raw
 
 
 @dataclasses.dataclass(frozen=True)

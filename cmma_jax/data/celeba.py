@@ -38,14 +38,11 @@ import tensorflow_datasets as tfds
 
 from cmma_jax.data._builder import (
     BadImages,
-    DatasetInfo,
     LocalBuilder,
-    ZlibTensor,
     folder_config_name,
-    read_faces,
-    read_lines,
+    index_rows,
+    read_index_file,
 )
-from cmma_jax.images import IMAGE_SHAPE
 
 IMAGE_DIR = "img_align_celeba"
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
@@ -131,19 +128,18 @@ def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
 
     Raises:
         FileNotFoundError: the file is absent.
-        ValueError: the file is malformed; the message gives the file, the line and the fix.
+        ValueError: a malformed file (a row count that is not the file's, other names than
+            CelebA's 40 in their order, a row without 40 values of 1 or -1, a file listed twice);
+            the message gives the file, the line and the fix.
     """
     path = os.fspath(path)
-    lines = read_lines(
+    lines = read_index_file(
         path,
         not_found=f"CelebA attribute file {path} not found. The CelebA folder must be {_LAYOUT};"
         f" copy {ATTRIBUTE_FILE} from the CelebA release (Anno/) into it.",
+        header="a row count and a line of names",
+        fix=_fix(path),
     )
-    if len(lines) < 2:
-        raise ValueError(
-            f"{path} has {len(lines)} line(s); it needs a row count and a line of names."
-            f" {_fix(path)}"
-        )
     try:
         declared = int(lines[0].strip())
     except ValueError:
@@ -158,17 +154,9 @@ def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
             f" {len(names)} names ({' '.join(names[:3])} ...). {_fix(path)}"
         )
     filenames, rows = [], []
-    num_names = len(names)
-    for lineno, line in enumerate(lines[2:], start=3):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) - 1 != num_names:
-            raise ValueError(
-                f"{path}, line {lineno}: {len(fields) - 1} attribute values for {num_names}"
-                f" attribute names (row {fields[0]!r}); every row must give one value per name of"
-                f" line 2. {_fix(path)}"
-            )
+    for lineno, fields in index_rows(
+        lines, path, num_keys=1, num_values=len(names), value="value", fix=_fix(path)
+    ):
         try:
             row = [int(v) for v in fields[1:]]
         except ValueError:
@@ -373,23 +361,13 @@ class CelebA(LocalBuilder):
         super().__init__(config=config, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return DatasetInfo(
-            builder=self,
+        # Record i of a split is its i-th row in file order.
+        return self._face_info(
             description="CelebA aligned faces, cropped and resized to 64x64, with 40 attributes.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": ZlibTensor(shape=IMAGE_SHAPE, dtype=np.uint8, encoding="zlib"),
-                    "attributes": tfds.features.Tensor(
-                        shape=(len(ATTRIBUTE_NAMES),), dtype=np.float32
-                    ),
-                    "filename": tfds.features.Text(),
-                }
-            ),
-            metadata=tfds.core.MetadataDict(
-                attribute_names=list(ATTRIBUTE_NAMES), encoding="signed"
-            ),
+            attribute_names=ATTRIBUTE_NAMES,
+            encoding="signed",
+            extra_features={"filename": tfds.features.Text()},
             homepage="https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html",
-            disable_shuffling=True,  # record i of a split is its i-th row in file order
         )
 
     def _split_generators(self, dl_manager):
@@ -414,21 +392,14 @@ class CelebA(LocalBuilder):
 
     def _generate_examples(self, plan: SourcePlan, rows: np.ndarray, present: set[str]):
         table = plan.table
-        rows = [int(r) for r in rows if table.filenames[r] in present]
-        filenames = [table.filenames[r] for r in rows]
-        faces = read_faces(
-            "celeba",
-            os.path.join(plan.source_dir, IMAGE_DIR),
-            filenames,
-            bad=self._bad,
-            num_workers=self._num_workers,
-            metadata=self.info.metadata,
-        )
-        for i, image in faces:
-            yield rows[i], {
+        image_dir = os.path.join(plan.source_dir, IMAGE_DIR)
+        for row, filename, image in self._read_faces(
+            "celeba", image_dir, table.filenames, rows, present
+        ):
+            yield row, {
                 "image": image,
-                "attributes": table.values[rows[i]].astype(np.float32),
-                "filename": filenames[i],
+                "attributes": table.values[row].astype(np.float32),
+                "filename": filename,
             }
 
 

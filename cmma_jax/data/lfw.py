@@ -45,6 +45,7 @@ layout's size (`_images.LFW_SIZE`, `_images.LFWCROP_SIZE`: e.g. a 1x1 file) is a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -56,14 +57,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from cmma_jax.data import _images
-from cmma_jax.data._builder import (
-    BadImages,
-    DatasetInfo,
-    LocalBuilder,
-    ZlibTensor,
-    folder_config_name,
-    read_faces,
-)
+from cmma_jax.data._builder import BadImages, LocalBuilder, folder_config_name
 # The folder (its attribute file and layouts) is read in cmma_jax.data.lfw_folder; its names
 # are this module's too.
 from cmma_jax.data.lfw_folder import (  # noqa: F401
@@ -181,15 +175,8 @@ def load_cropped(args: tuple[Sequence[float], Sequence[str]]) -> list[bytes | st
         For each path, `zlib.compress(uint8 [64, 64, 3].tobytes())`, or an error message (str).
     """
     box, paths = args
-    out: list[bytes | str] = []
-    for path in paths:
-        try:
-            image = _images.read_image(path)
-            _images.LFW_SIZE.check(image, path)
-            out.append(zlib.compress(crop_face(image, box).tobytes()))
-        except (FileNotFoundError, _images.UnreadableImageError) as e:
-            out.append(f"{type(e).__name__}: {e}")
-    return out
+    faces = _images.load_faces(paths, _images.LFW_SIZE, functools.partial(crop_face, box=box))
+    return [x if isinstance(x, str) else zlib.compress(x.tobytes()) for x in faces]
 
 
 # --- the builder -----------------------------------------------------------------------------
@@ -338,21 +325,15 @@ class Lfw(LocalBuilder):
         super().__init__(config=config, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return DatasetInfo(
-            builder=self,
+        # Record i of a split is its i-th row in file order.
+        return self._face_info(
             description=(
                 "LFW faces (64x64) with Kumar et al.'s 73 attributes (real-valued scores or +-1)."
             ),
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": ZlibTensor(shape=IMAGE_SHAPE, dtype=np.uint8, encoding="zlib"),
-                    "attributes": tfds.features.Tensor(shape=(NUM_ATTRIBUTES,), dtype=np.float32),
-                    "filename": tfds.features.Text(),
-                }
-            ),
-            metadata=tfds.core.MetadataDict(attribute_names=list(ATTRIBUTE_NAMES), encoding="raw"),
+            attribute_names=ATTRIBUTE_NAMES,
+            encoding="raw",
+            extra_features={"filename": tfds.features.Text()},
             homepage="https://www.cs.columbia.edu/CAVE/databases/pubfig/",
-            disable_shuffling=True,  # record i of a split is its i-th row in file order
         )
 
     def _split_generators(self, dl_manager):
@@ -409,22 +390,10 @@ class Lfw(LocalBuilder):
         }
 
     def _generate_examples(self, table, paths, rows, present, image_dir, work):
-        rows = [int(r) for r in rows if paths[r] in present]
-        files = [paths[r] for r in rows]
         if isinstance(work, str):  # LFWcrop: read the 64x64 faces as they are
             load = _images.load_compressed
         else:  # a crop box for the 250x250 JPEGs
             work, load = tuple(work), load_cropped
-        faces = read_faces(
-            work,
-            image_dir,
-            files,
-            bad=self._bad,
-            num_workers=self._num_workers,
-            metadata=self.info.metadata,
-            load=load,
-        )
-        for i, image in faces:
-            row = rows[i]
-            filename = os.path.basename(files[i])
+        for row, path, image in self._read_faces(work, image_dir, paths, rows, present, load):
+            filename = os.path.basename(path)
             yield row, {"image": image, "attributes": table.scores[row], "filename": filename}

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from cmma_jax.data._builder import read_lines
+from cmma_jax.data._builder import index_rows, read_index_file
 
 ATTRIBUTE_FILE = "lfw_attributes.txt"  # as released: real-valued scores
 BINARY_ATTRIBUTE_FILE = "lfw_attributes_binary.txt"  # the same layout, values +-1
@@ -188,19 +188,18 @@ def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
 
     Raises:
         FileNotFoundError: the file is absent.
-        ValueError: the file is malformed; the message gives the file, the line and the fix.
+        ValueError: a malformed file (columns other than person, imagenum and 73 attribute names;
+            a row without an image number and 73 finite scores; an image listed twice); the
+            message gives the file, the line and the fix.
     """
     path = os.fspath(path)
-    lines = read_lines(
+    lines = read_index_file(
         path,
         not_found=f"LFW attribute file {path} not found. The LFW folder must be {_LAYOUT};"
         f" download {ATTRIBUTE_FILE} from the PubFig/LFW attributes page (Columbia CAVE) into it.",
+        header="a header line and a line of column names",
+        fix=_fix(path),
     )
-    if len(lines) < 2:
-        raise ValueError(
-            f"{path} has {len(lines)} line(s); it needs a header line and a line of column names."
-            f" {_fix(path)}"
-        )
     columns = [c.strip() for c in lines[1].split("\t")]
     if columns and columns[0] == "#":
         columns = columns[1:]
@@ -218,16 +217,9 @@ def read_attribute_file(path: str | os.PathLike[str]) -> AttributeTable:
         )
     people, imagenums, rows = [], [], []
     first_line: dict[tuple[str, int], int] = {}
-    for lineno, line in enumerate(lines[2:], start=3):
-        if not line.strip():
-            continue
-        fields = line.rstrip("\r\n").split("\t")
-        if len(fields) - 2 != len(names):
-            raise ValueError(
-                f"{path}, line {lineno}: {len(fields) - 2} attribute scores for {len(names)}"
-                f" attribute names (row {fields[0]!r}); every row must give one score per name of"
-                f" line 2, tab-separated. {_fix(path)}"
-            )
+    for lineno, fields in index_rows(
+        lines, path, num_keys=2, num_values=len(names), value="score", fix=_fix(path), sep="\t"
+    ):
         try:
             imagenum = int(fields[1])
             row = [float(v) for v in fields[2:]]

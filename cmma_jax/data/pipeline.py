@@ -67,6 +67,7 @@ from cmma_jax.data.batching import (  # noqa: F401
     _close_grain_iterator,
     _ToArrays,
     _ToModelInputs,
+    check_encoding,
     encode_attributes,
 )
 from cmma_jax.data.preparing import (  # noqa: F401
@@ -140,8 +141,7 @@ def load(
             than `batch_size`.
     """
     registry.get(name)  # an unknown name fails first
-    if encoding not in ENCODINGS:
-        raise ValueError(f"Unknown attribute encoding {encoding!r}; expected one of {ENCODINGS}.")
+    check_encoding(encoding)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     where = dict(data_dir=data_dir, prepared_dir=prepared_dir, options=options)

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from cmma_jax.data import pipeline
+from cmma_jax.metrics import pad_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +65,8 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 
 
 def _pad(images: np.ndarray, attributes: np.ndarray, size: int):
-    """Pads to `size` rows by repeating the last row."""
-    pad = size - len(images)
-    if pad <= 0:
-        return images, attributes
-    return (np.concatenate([images, np.repeat(images[-1:], pad, axis=0)]),
-            np.concatenate([attributes, np.repeat(attributes[-1:], pad, axis=0)]))
+    """Pads both to `size` rows by repeating the last row (`metrics.pad_rows`)."""
+    return pad_rows(images, size), pad_rows(attributes, size)
 
 
 class SplitReader:

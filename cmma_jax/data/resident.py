@@ -38,9 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmma_jax.data import pipeline
+from cmma_jax.images import IMAGE_SHAPE
 
 AUTO_FRACTION = 0.25  # "auto": resident when the split takes at most this share of the device
-IMAGE_SHAPE = (64, 64, 3)
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
@@ -126,18 +126,6 @@ def read_split(source, *, upstream_celeb_a: bool = False, chunk: int = 1024
     return images, attributes
 
 
-def _encode(raw: jax.Array, encoding: str) -> jax.Array:
-    """`pipeline.encode_attributes` on the device."""
-    if encoding == "binary":
-        return (raw > 0).astype(jnp.float32)
-    if encoding == "signed":
-        return jnp.where(raw > 0, jnp.float32(1), jnp.float32(-1))
-    if encoding == "raw":
-        return raw
-    raise ValueError(f"Unknown attribute encoding {encoding!r}; expected one of "
-                     f"{pipeline.ENCODINGS}.")
-
-
 class ResidentIterator:
     """Batches gathered on the devices from a resident split; see the module docstring.
 
@@ -152,9 +140,7 @@ class ResidentIterator:
 
     def __init__(self, images: np.ndarray, attributes: np.ndarray, *, batch_size: int,
                  seed: int, encoding: str = "binary", sharding=None):
-        if encoding not in pipeline.ENCODINGS:
-            raise ValueError(f"Unknown attribute encoding {encoding!r}; expected one of "
-                             f"{pipeline.ENCODINGS}.")
+        pipeline.check_encoding(encoding)
         self.num_examples = int(images.shape[0])
         self.batch_size = int(batch_size)
         self.batches_per_epoch = self.num_examples // self.batch_size
@@ -178,7 +164,7 @@ class ResidentIterator:
         def gather(images_, attributes_, perm, start):
             idx = jax.lax.dynamic_slice(perm, (start,), (b,))
             return {"image": images_[idx].astype(jnp.float32) * jnp.float32(1.0 / 255.0),
-                    "attributes": _encode(attributes_[idx], encoding)}
+                    "attributes": pipeline.encode_attributes(attributes_[idx], encoding, jnp)}
 
         self._gather = jax.jit(gather, out_shardings=sharding)
         self.position = 0

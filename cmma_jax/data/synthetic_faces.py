@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from cmma_jax.data import _parallel
-from cmma_jax.data._builder import DatasetInfo, LocalBuilder, ZlibTensor
+from cmma_jax.data._builder import LocalBuilder
 from cmma_jax.data import _render
 from cmma_jax.data._render import (  # noqa: F401
     ATTRIBUTE_NAMES,
@@ -216,25 +216,13 @@ class SyntheticFaces(LocalBuilder):
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return DatasetInfo(
-            builder=self,
+        # The images are compressed by the render workers; example i of a split is record i of
+        # the prepared split.
+        return self._face_info(
             description=__doc__.split("\n\n")[0],
-            features=tfds.features.FeaturesDict(
-                {
-                    # zlib-compressed raw pixels (compressed by the render workers): lossless, and
-                    # decoding is a single zlib call, cheaper than PNG or JPEG at read time.
-                    "image": ZlibTensor(shape=IMAGE_SHAPE, dtype=np.uint8, encoding="zlib"),
-                    "attributes": tfds.features.Tensor(
-                        shape=(len(ATTRIBUTE_NAMES),), dtype=np.float32
-                    ),
-                    "index": np.int64,
-                }
-            ),
-            metadata=tfds.core.MetadataDict(
-                attribute_names=list(ATTRIBUTE_NAMES), encoding="signed"
-            ),
-            # Keep generation order: example i of a split is record i of the prepared split.
-            disable_shuffling=True,
+            attribute_names=ATTRIBUTE_NAMES,
+            encoding="signed",
+            extra_features={"index": np.int64},
         )
 
     def _split_generators(self, dl_manager):

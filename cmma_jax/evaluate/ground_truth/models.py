@@ -13,6 +13,7 @@ import numpy as np
 from cmma_jax import classifier as classifier_lib
 from cmma_jax.data import synthetic_faces
 from cmma_jax.evaluate.ground_truth.settings import ATTRIBUTE_NAMES, InputError
+from cmma_jax.metrics import pad_rows
 from cmma_jax.models import MODELS
 from cmma_jax.workdirs import TrainedModel, read_workdir
 
@@ -53,9 +54,7 @@ def batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch_size: in
     for start in range(0, n, size):
         parts = [np.asarray(a[start:start + size]) for a in arrays]
         valid = len(parts[0])
-        if valid < size:
-            parts = [np.concatenate([p, np.repeat(p[-1:], size - valid, axis=0)]) for p in parts]
-        result = fn(*parts)
+        result = fn(*[pad_rows(p, size) for p in parts])
         out.append(jax.tree_util.tree_map(lambda r: np.asarray(r)[:valid], result))
     if isinstance(out[0], (list, tuple)):
         return [np.concatenate([o[k] for o in out]) for k in range(len(out[0]))]
