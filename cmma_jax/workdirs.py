@@ -74,11 +74,37 @@ ADDED_FIELDS: tuple[tuple[tuple[str, ...], str, Any], ...] = (
 )
 
 
+def _recorded_options(config: ml_collections.ConfigDict) -> Mapping[str, tuple[Any, Any]]:
+    """The data options of `config`'s dataset that a workdir records explicitly (see
+    `data.registry.Dataset.recorded_options`); none for a config without a known dataset."""
+    from cmma_jax.data import registry  # pylint: disable=g-import-not-at-top (tfds, on use)
+
+    data = config.get("data")
+    if data is None or data.get("name") not in registry.REGISTRY or data.get("options") is None:
+        return {}
+    return registry.get(data.name).recorded_options
+
+
+def with_recorded_options(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` whose data options that change the faces are set explicitly (an unset
+    one takes the builder's default of today), as `write_records` writes them and
+    `check_resumable` compares them: a workdir says which faces it was trained on."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for option, (default, _) in _recorded_options(config).items():
+        if config.data.options.get(option) is None:
+            with config.unlocked():
+                config.data.options[option] = default
+    return config
+
+
 def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A config of an older workdir in today's field names (changes `config` in place).
 
     Before the data fields were named after the flags, `data.source_dir` was the raw folder and
     `data.data_dir` the prepared cache; today they are `data.data_dir` and `data.prepared_dir`.
+    A data option that changes the faces and did not exist when the workdir was written
+    (`data.registry.Dataset.recorded_options`, e.g. synthetic_faces' `jitter`) gets the value
+    the workdir was trained with.
     Fields added since (`ADDED_FIELDS`) get the value that does what the older code did.
     """
     data = config.get("data")
@@ -87,6 +113,10 @@ def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
         values["prepared_dir"] = values.pop("data_dir", None)
         values["data_dir"] = values.pop("source_dir")
         config.data = ml_collections.ConfigDict(values)
+    for option, (_, before) in _recorded_options(config).items():
+        if option not in config.data.options:  # written before the option existed
+            with config.unlocked():
+                config.data.options[option] = before
     model_name = config.get("model", {}).get("name")
     for models, field, value in ADDED_FIELDS:
         section, name = field.split(".")
@@ -170,7 +200,7 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
     old, old_names = read_workdir(workdir)
     fresh = (f"Resume with the workdir's settings, or start fresh with another --workdir (or "
              f"delete {workdir}).")
-    differences = config_differences(old, config)
+    differences = config_differences(old, with_recorded_options(config))
     if differences:
         lines = "\n".join(f"  {k}: {a!r} (workdir) != {b!r} (this run)" for k, a, b in differences)
         raise WorkdirMismatchError(
@@ -219,6 +249,7 @@ def write_records(workdir: str, config: ml_collections.ConfigDict,
                   attribute_names: tuple[str, ...] | list[str]) -> None:
     """Writes `config.json` and `attributes.json` (process 0 of a run)."""
     os.makedirs(workdir, exist_ok=True)
+    config = with_recorded_options(config)
     files.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
     files.write_json(os.path.join(workdir, ATTRIBUTES_FILE), list(attribute_names), indent=None)
 

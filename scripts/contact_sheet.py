@@ -29,7 +29,8 @@ def off_examples(name: str, count: int, seed: int) -> list[_render.FaceSpec]:
     index = 0
     while len(specs) < count:
         spec = _render.sample_face(
-            _render.example_rng(seed, synthetic_faces.SPLITS.index("train"), index)
+            _render.example_rng(seed, synthetic_faces.SPLITS.index("train"), index),
+            synthetic_faces.DEFAULT_JITTER,
         )
         if not spec.attributes[name]:
             specs.append(spec)

@@ -83,7 +83,7 @@ def test_deterministic_and_independent_of_split_sizes_and_workers():
     c_images, _ = synthetic_faces.render_split(other_seed, "train", 0, 10)
     assert not np.array_equal(a_images, c_images)
     # Rendering in worker processes gives the same bytes, in the same order.
-    chunks = [(7, 0, 0, 5), (7, 0, 5, 10)]
+    chunks = [(7, 0, 0, 5, 0.25), (7, 0, 5, 10, 0.25)]  # (seed, split, start, stop, jitter)
     serial = list(_parallel.ordered_map(_render.render_range_compressed, chunks, 0))
     parallel = list(_parallel.ordered_map(_render.render_range_compressed, chunks, 2))
     assert [s[0] for s in serial] == [p[0] for p in parallel]
@@ -135,6 +135,44 @@ def test_replace_attribute_keeps_hair_colours_exclusive():
     )
     with pytest.raises(KeyError, match="Unknown attribute"):
         spec.replace_attribute("Wearing_Hat", True)
+
+
+def test_jitter_scales_the_pose_alone():
+    """`jitter` draws the same faces at a pose scaled about its centre: 0 aligned, 1 the draws of
+    release 1.0.0 (the full ranges), and every other nuisance value and attribute unchanged."""
+    rng = lambda: _render.example_rng(0, 0, 3)  # noqa: E731
+    full, aligned, quarter = (_render.sample_face(rng(), j) for j in (1.0, 0.0, 0.25))
+    assert full == _render.sample_face(rng())  # 1 is the default of the renderer
+    assert full.attributes == aligned.attributes == quarter.attributes
+    for name, value in full.nuisance.items():
+        centre = _render.POSE_NUISANCE.get(name)
+        if centre is None:
+            assert aligned.nuisance[name] == quarter.nuisance[name] == value, name
+        else:
+            assert aligned.nuisance[name] == centre, name
+            assert quarter.nuisance[name] == pytest.approx(centre + 0.25 * (value - centre)), name
+    # Over many faces the full pose spans its ranges; the default draws aligned faces, a quarter
+    # draws a quarter of the ranges.
+    specs = [_render.sample_face(_render.example_rng(0, 0, i), 1.0) for i in range(300)]
+    dx = np.array([s.nuisance["dx"] for s in specs])
+    assert dx.min() < -4.5 and dx.max() > 4.5
+    config = synthetic_faces.make_config(num_train=300, num_validation=0, num_test=0)
+    assert config.jitter == synthetic_faces.DEFAULT_JITTER == 0.0
+    pose = {(s.nuisance["dx"], s.nuisance["dy"], s.nuisance["scale"], s.nuisance["angle"])
+            for s in synthetic_faces.split_specs(config, "train", 0, 300)}
+    assert pose == {(0.0, 0.0, 0.9, 0.0)}
+    quarter = synthetic_faces.make_config(num_train=300, num_validation=0, num_test=0, jitter=0.25)
+    dx = np.array([s.nuisance["dx"] for s in synthetic_faces.split_specs(quarter, "train", 0, 300)])
+    assert -1.25 <= dx.min() < -1.1 and 1.1 < dx.max() <= 1.25
+    # Records are rendered with the variant's jitter, and the variants are named apart.
+    full_config = synthetic_faces.make_config(num_train=2, num_validation=0, num_test=0, jitter=1)
+    assert full_config.name.endswith("_jitter1") and config.name != full_config.name
+    images, _ = synthetic_faces.render_split(full_config, "train", 0, 2)
+    np.testing.assert_array_equal(images[1], _render.render_face(specs[1]))
+    assert synthetic_faces.config_from_options({"jitter": 1.0}).jitter == 1.0
+    for bad in (-0.1, 1.5, "0.5"):
+        with pytest.raises(ValueError, match="jitter must be"):
+            synthetic_faces.make_config(jitter=bad)
 
 
 def test_default_config_and_bad_sizes():

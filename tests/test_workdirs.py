@@ -216,6 +216,29 @@ def test_old_workdirs_read_with_todays_field_names(copy_of):
     assert "source_dir" not in upgraded.data
 
 
+def test_a_workdir_records_the_pose_jitter_and_older_ones_read_as_the_full_spread(
+        copy_of, tiny_data_dir):
+    """synthetic_faces 1.1.0 made the pose's spread an option with a new default: a workdir
+    records the jitter it was trained on even when the run left it unset, one written before the
+    option existed reads as jitter 1 (release 1.0.0's faces), and resuming such a workdir on
+    today's default faces is refused, naming the option."""
+    from cmma_jax.data import synthetic_faces
+
+    stored = json.load(open(os.path.join(copy_of, "config.json")))
+    assert stored["data"]["options"]["jitter"] == synthetic_faces.DEFAULT_JITTER
+    config = presets.resolve_config(tiny_config(tiny_data_dir))
+    assert config.data.options.get("jitter") is None  # unset in the run's config
+    workdirs.check_resumable(copy_of, config)
+    del stored["data"]["options"]["jitter"]
+    json.dump(stored, open(os.path.join(copy_of, "config.json"), "w"))
+    assert workdirs.read_workdir(copy_of)[0].data.options.jitter == 1.0
+    with pytest.raises(workdirs.WorkdirMismatchError, match="data.options.jitter: 1.0"):
+        workdirs.check_resumable(copy_of, config)
+    with config.unlocked():
+        config.data.options.jitter = 1.0
+    workdirs.check_resumable(copy_of, config)
+
+
 def test_a_cvae_workdir_from_before_condition_decoder_still_resumes(tiny_data_dir, tmp_path):
     """CVAE workdirs written before `model.condition_decoder` existed conditioned the decoder:
     they read as condition_decoder=True, resume with today's default, and are refused for an

@@ -59,6 +59,7 @@ def data_config() -> ml_collections.ConfigDict:
         "num_validation": config_dict.placeholder(int),
         "num_test": config_dict.placeholder(int),
         "seed": config_dict.placeholder(int),
+        "jitter": config_dict.placeholder(float),
         "max_bad_images": config_dict.placeholder(int),
         "num_workers": config_dict.placeholder(int),
         "layout": config_dict.placeholder(str),

@@ -151,10 +151,24 @@ class FaceSpec:
 PERIODIC_NUISANCE = ("bg_angle", "light_angle")
 
 
-def sample_nuisance(rng: np.random.Generator) -> dict[str, float]:
-    """Draws the nuisance parameters: all uniform, all independent of the attributes."""
+# The pose: the nuisance parameters that `jitter` scales, each with the centre it scales about
+# (face centre offsets in output pixels, scale, tilt in degrees). Real face datasets are aligned
+# (CelebA's "aligned" images, LFW's deep-funneled ones): a jitter near 0 draws faces like them.
+POSE_NUISANCE = {"dx": 0.0, "dy": 0.0, "scale": 0.9, "angle": 0.0}
+
+
+def sample_nuisance(rng: np.random.Generator, jitter: float = 1.0) -> dict[str, float]:
+    """Draws the nuisance parameters: all uniform, all independent of the attributes.
+
+    `jitter` scales the pose (`POSE_NUISANCE`: position, scale and tilt) about its centre (no
+    shift, scale 0.9, upright): 1 draws the full ranges below, 0 an aligned face. The same numbers
+    are drawn whatever `jitter` is, so a face differs between two jitters only in its pose.
+    """
+    if not 0.0 <= jitter <= 1.0:
+        raise ValueError(f"jitter must be in [0, 1] (0: aligned faces, 1: the full pose "
+                         f"ranges); got {jitter!r}.")
     u = rng.uniform
-    return {
+    n = {
         "dx": u(-5.0, 5.0),  # face centre offset, output pixels
         "dy": u(-4.0, 4.0),
         "scale": u(0.8, 1.0),
@@ -183,10 +197,15 @@ def sample_nuisance(rng: np.random.Generator) -> dict[str, float]:
         "glasses_colour": u(0.0, 1.0),
         "brow_tilt": u(-1.5, 1.5),
     }
+    if jitter != 1.0:  # (1: the draws exactly, as release 1.0.0 of the dataset rendered them)
+        for name, centre in POSE_NUISANCE.items():
+            n[name] = centre + jitter * (n[name] - centre)
+    return n
 
 
-def sample_face(rng: np.random.Generator) -> FaceSpec:
-    """Draws attributes (independent Bernoulli, one categorical hair colour) and nuisance."""
+def sample_face(rng: np.random.Generator, jitter: float = 1.0) -> FaceSpec:
+    """Draws attributes (independent Bernoulli, one categorical hair colour) and nuisance (its
+    pose scaled by `jitter`, see `sample_nuisance`)."""
     hair = HAIR_COLOURS[int(rng.choice(len(HAIR_COLOURS), p=HAIR_PROBABILITIES))]
     attributes = {}
     for name in ATTRIBUTE_NAMES:
@@ -194,7 +213,7 @@ def sample_face(rng: np.random.Generator) -> FaceSpec:
             attributes[name] = name == hair
         else:
             attributes[name] = bool(rng.uniform() < ATTRIBUTE_PROBABILITY)
-    return FaceSpec(attributes=attributes, hair=hair, nuisance=sample_nuisance(rng))
+    return FaceSpec(attributes=attributes, hair=hair, nuisance=sample_nuisance(rng, jitter))
 
 
 def _rgb(colour) -> tuple[int, int, int]:
@@ -444,24 +463,26 @@ def example_rng(seed: int, split_index: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, split_index, index])
 
 
-def example_spec(seed: int, split_index: int, index: int) -> FaceSpec:
+def example_spec(seed: int, split_index: int, index: int, jitter: float = 1.0) -> FaceSpec:
     """The spec of one example: what `render_example` draws."""
-    return sample_face(example_rng(seed, split_index, index))
+    return sample_face(example_rng(seed, split_index, index), jitter)
 
 
-def render_example(seed: int, split_index: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+def render_example(seed: int, split_index: int, index: int,
+                   jitter: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [64, 64, 3] image, float32 [A] attributes in {-1, +1}) of one example."""
-    spec = example_spec(seed, split_index, index)
+    spec = example_spec(seed, split_index, index, jitter)
     return render_face(spec), spec.attribute_vector()
 
 
-def render_range(args: tuple[int, int, int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Renders examples `start .. stop-1` of a split; the unit of work of a worker process."""
-    seed, split_index, start, stop = args
-    return [render_example(seed, split_index, i) for i in range(start, stop)]
+def render_range(args: tuple[int, int, int, int, float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Renders examples `start .. stop-1` of a split; the unit of work of a worker process:
+    `(seed, split_index, start, stop, jitter)`."""
+    seed, split_index, start, stop, jitter = args
+    return [render_example(seed, split_index, i, jitter) for i in range(start, stop)]
 
 
-def render_range_compressed(args: tuple[int, int, int, int]) -> list[tuple[bytes, np.ndarray]]:
+def render_range_compressed(args: tuple[int, int, int, int, float]) -> list[tuple[bytes, np.ndarray]]:
     """`render_range` with each image zlib-compressed (`zlib.compress(image.tobytes())`)."""
     return [
         (zlib.compress(image.tobytes()), attributes) for image, attributes in render_range(args)
@@ -469,14 +490,14 @@ def render_range_compressed(args: tuple[int, int, int, int]) -> list[tuple[bytes
 
 
 def render_counterfactual_range(
-    args: tuple[int, int, int, int, str],
+    args: tuple[int, int, int, int, float, str],
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The counterfactuals of examples `start .. stop-1` of a split with one attribute switched
-    (`FaceSpec.switch_attribute`): `(seed, split_index, start, stop, attribute)` -> a list of
-    (uint8 [64, 64, 3] image, float32 [A] attributes in {-1, +1})."""
-    seed, split_index, start, stop, name = args
+    (`FaceSpec.switch_attribute`): `(seed, split_index, start, stop, jitter, attribute)` -> a list
+    of (uint8 [64, 64, 3] image, float32 [A] attributes in {-1, +1})."""
+    seed, split_index, start, stop, jitter, name = args
     out = []
     for i in range(start, stop):
-        spec = example_spec(seed, split_index, i).switch_attribute(name)
+        spec = example_spec(seed, split_index, i, jitter).switch_attribute(name)
         out.append((render_face(spec), spec.attribute_vector()))
     return out

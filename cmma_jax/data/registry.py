@@ -48,6 +48,9 @@ class Dataset:
             (`cmma_jax.figures`): "rows" (Figure 4's two row attributes), "columns" (switched on
             one at a time), "edits" (Figure 6), "remove" (Figure 7), "arithmetic" (the two that
             pick face-arithmetic triples). None: the figures need the names given.
+        recorded_options: builder options that change the faces and that a workdir records
+            explicitly: option -> (today's default, the value a workdir written before the
+            option existed was trained with) (`cmma_jax.workdirs`).
     """
 
     name: str
@@ -58,6 +61,7 @@ class Dataset:
     upstream: bool = False
     names_of: Callable[[tfds.core.DatasetBuilder, str | None], tuple[str, ...] | None] | None = None
     figure_defaults: Mapping[str, Any] | None = None
+    recorded_options: Mapping[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
 
 
 def _synthetic_faces(data_dir, prepared_dir, options):
@@ -116,7 +120,8 @@ REGISTRY: Mapping[str, Dataset] = {
     d.name: d
     for d in (
         Dataset("synthetic_faces", synthetic_lib.OPTIONS, synthetic_lib.ATTRIBUTE_NAMES,
-                _synthetic_faces, reads_folder=False, figure_defaults=_CELEBA_FIGURES),
+                _synthetic_faces, reads_folder=False, figure_defaults=_CELEBA_FIGURES,
+                recorded_options={"jitter": (synthetic_lib.DEFAULT_JITTER, 1.0)}),
         Dataset("celeba", celeba_lib.OPTIONS, celeba_lib.ATTRIBUTE_NAMES, _celeba,
                 reads_folder=True, figure_defaults=_CELEBA_FIGURES),
         Dataset("celeb_a", (), celeba_lib.ATTRIBUTE_NAMES, _celeb_a, reads_folder=False,

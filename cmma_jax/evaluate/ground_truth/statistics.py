@@ -37,7 +37,10 @@ def r_squared(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
     p, t = np.asarray(predictions, np.float64), np.asarray(targets, np.float64)
     ss_res = np.sum((t - p) ** 2, axis=0)
     ss_tot = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
-    return np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), np.nan)
+    # Constant: every value equal (the mean of n equal values can differ from them by rounding,
+    # leaving a spurious ss_tot of ~1e-30 that would give any number).
+    varies = np.any(t != t[:1], axis=0) & (ss_tot > 0)
+    return np.where(varies, 1.0 - ss_res / np.where(varies, ss_tot, 1.0), np.nan)
 
 
 def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
