@@ -196,8 +196,12 @@ def test_accelerator_check_dry_run(tmp_path):
 
     out = tmp_path / "out"
     # Each model is stopped (SIGTERM) once it has written a validation point: an event, so a
-    # slow machine waits longer instead of failing.
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PAIR_STOP_AFTER_VALIDATIONS="1")
+    # slow machine waits longer instead of failing. The parts' time limits, which budget a
+    # device lease, are lifted out of reach for the same reason: with the default ones (a minute
+    # a model) the dry run failed beside two trainings ("throughput_vlae: timed out after 60 s").
+    limits = {name: "36000" for name in ("CHECK_BUDGET_S", "CHECK_SETUP_S", "CHECK_TESTS_S",
+                                         "CHECK_MODEL_S", "CHECK_INPUT_S", "CHECK_PAIR_S")}
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PAIR_STOP_AFTER_VALIDATIONS="1", **limits)
     result = run_command(["bash", "benchmarks/accelerator_check.sh", str(out), "--dry-run"],
                          env=env, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
