@@ -157,6 +157,14 @@ PERIODIC_NUISANCE = ("bg_angle", "light_angle")
 POSE_NUISANCE = {"dx": 0.0, "dy": 0.0, "scale": 0.9, "angle": 0.0}
 
 
+def check_jitter(jitter: float) -> float:
+    """`jitter` as a float, or ValueError if it is not a number in [0, 1]."""
+    if not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
+        raise ValueError(f"jitter must be a number in [0, 1] (0: aligned faces, 1: the full pose "
+                         f"ranges); got {jitter!r}.")
+    return float(jitter)
+
+
 def sample_nuisance(rng: np.random.Generator, jitter: float = 1.0) -> dict[str, float]:
     """Draws the nuisance parameters: all uniform, all independent of the attributes.
 
@@ -164,9 +172,7 @@ def sample_nuisance(rng: np.random.Generator, jitter: float = 1.0) -> dict[str, 
     shift, scale 0.9, upright): 1 draws the full ranges below, 0 an aligned face. The same numbers
     are drawn whatever `jitter` is, so a face differs between two jitters only in its pose.
     """
-    if not 0.0 <= jitter <= 1.0:
-        raise ValueError(f"jitter must be in [0, 1] (0: aligned faces, 1: the full pose "
-                         f"ranges); got {jitter!r}.")
+    check_jitter(jitter)
     u = rng.uniform
     n = {
         "dx": u(-5.0, 5.0),  # face centre offset, output pixels

@@ -103,10 +103,7 @@ def make_config(
         raise ValueError(
             f"Split sizes and seed must be non-negative integers; got sizes {sizes}, seed {seed!r}."
         )
-    if not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 1.0:
-        raise ValueError(f"jitter must be a number in [0, 1] (0: aligned faces, 1: the full pose "
-                         f"ranges); got {jitter!r}.")
-    jitter = float(jitter)
+    jitter = _render.check_jitter(jitter)
     if sizes == tuple(DEFAULT_SIZES.values()) and seed == 0 and jitter == DEFAULT_JITTER:
         return SyntheticFaces.builder_configs["default"]
     return SyntheticFacesConfig(
