@@ -1,10 +1,13 @@
-r"""The trainer's step with each of `fast_conv`'s weight-gradient choices forced, timed in
-alternation (how `fast_conv._choose_dw`'s small-batch rule was chosen; issue #22).
+r"""The trainer's step with each of `fast_conv`'s choices forced, timed in alternation (how
+`fast_conv._choose_dw`'s rule for narrow layers and `fast_conv.XLA_CHUNK` were chosen; issue #22).
 
     python benchmarks/fast_conv_choices.py --presets=small --batch_sizes=16,32,64 --repeats=5
 
 Variants: the automatic choice, "dw=xpatches", "dw=xla", "dw=dypatches" (the patch matmuls of
-dy) and the automatic choice with 64 MB chunks ("64MB_chunks"); `--variants` picks some. Prints
+dy), the automatic choice with 64 MB chunks ("64MB_chunks") and with XLA's own convolutions in
+chunks of 16 or 4 examples or over the whole batch ("xla_chunk_16", "xla_chunk_4",
+"xla_unchunked"; automatic: 8), and the choices before 2026-12-07 at batch 64 ("before_b64");
+`--variants` picks some. Prints
 ms/step, images/s and the speed against the automatic choice, with the machine's conditions
 (benchmarks/quiet.py).
 """
@@ -26,7 +29,12 @@ FLAGS.set_default("presets", ["small"])
 FLAGS.set_default("batch_sizes", ["16", "32", "64"])
 
 VARIANTS = {"auto": {}, "dw=xpatches": {"dw": "xpatches"}, "dw=xla": {"dw": "xla"},
-            "dw=dypatches": {"dw": "dypatches"}, "64MB_chunks": {"chunk_bytes": 64 << 20}}
+            "dw=dypatches": {"dw": "dypatches"}, "64MB_chunks": {"chunk_bytes": 64 << 20},
+            "xla_chunk_16": {"xla_batch": 16}, "xla_unchunked": {"xla_batch": 1 << 30},
+            "xla_chunk_4": {"xla_batch": 4},
+            # The choices before 2026-12-07: XLA's convolutions over the whole batch, the patch
+            # weight gradient above batch 32 ("xla_unchunked" at batches up to 32).
+            "before_b64": {"xla_batch": 1 << 30, "dw": "dypatches"}}
 flags.DEFINE_list("variants", list(VARIANTS), "Which of " + ", ".join(VARIANTS) + " (auto is "
                   "always timed: the others are compared with it).")
 

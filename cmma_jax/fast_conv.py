@@ -25,12 +25,18 @@ large matmuls:
     "xla":    a forward convolution with batch and channels swapped through dimension numbers
               (lhs = x as [C_in "batch", H, W, B "features"], rhs = dy as a [Ho, Wo, B, C_out]
               kernel). As slow as XLA's own gradient at the paper's widths; chosen for layers
-              narrower than 128 channels at batches up to `SMALL_BATCH` (the `small` CPU preset
-              at its batch of 16: the whole step 1.5x faster than with "dypatches", 1.2x at 32,
-              0.87x at 64; quiet 2-core AMD EPYC, 2026-12-06).
+              narrower than 128 channels (the `small` CPU preset at batch 16: the whole step
+              1.5x faster than with "dypatches"; quiet 2-core AMD EPYC, 2026-12-06).
   The patch and col2im methods run over chunks of the batch in a `lax.fori_loop` (dynamic slices
   of the batch axis, the weight gradient accumulated in the loop carry) so that each chunk's
   temporary stays under 16 MB: 2-3x faster than the whole batch at once.
+  XLA's own convolutions (the "xla" methods and the plain path below) run over the batch in
+  chunks of at most `XLA_CHUNK` (8) examples, unrolled (static slices, then a concatenation or a
+  sum): XLA hands them to YNNPACK, whose time per example grows with the batch (the small
+  preset's first-layer weight gradient: under 0.7 ms a step at batch 16, 51 ms at 64), and inside
+  a `fori_loop` it does not use YNNPACK at all (Eigen, 4x slower). Small CMMA, quiet 2-core AMD
+  EPYC, 2026-12-07 (`benchmarks/fast_conv_choices.py`): batch 64 1.70x faster (265 -> 156 ms a
+  step), batch 32 1.39x, batch 16 unchanged; the paper preset unchanged (1.01x).
   Kernels smaller than `PLAIN_BELOW` elements (the "tiny" test preset) use the plain convolution
   and XLA's own gradient: there the loops and the matmuls' set-up cost more than they save.
 
@@ -65,7 +71,8 @@ convolution of an explicitly padded input to YNNPACK, measured 4x slower than Ei
 decoder's second layer; the "xla" method therefore pads inside the convolution.
 
 `OVERRIDE` (a dict) forces choices for tests and benchmarks, read at trace time: "fwd", "dx"
-(method names above), "dw", "chunks" (a number of chunks), "chunk_bytes", "plain_below".
+(method names above), "dw", "chunks" (a number of chunks), "chunk_bytes", "plain_below",
+"xla_batch" (the most examples per chunk of XLA's own convolutions, `XLA_CHUNK`).
 """
 
 from __future__ import annotations
@@ -87,9 +94,10 @@ OVERRIDE: dict = {}
 
 # Kernels with fewer elements than this use the plain convolution and XLA's own gradient.
 PLAIN_BELOW = 4096
-# Batches up to this many examples take XLA's weight gradient in layers narrower than 128
-# channels (`_choose_dw`).
-SMALL_BATCH = 32
+# XLA's own convolutions (the "xla" methods and the plain path) run over the batch in unrolled
+# chunks of at most this many examples: YNNPACK, which XLA hands them to, slows down per example
+# as the batch grows (module docstring).
+XLA_CHUNK = 8
 
 
 def _pad(x: Array, lo: int, hi: Optional[int] = None) -> Array:
@@ -195,10 +203,10 @@ def _choose_corr(ci: int, co: int, k: int) -> str:
 
 def _choose_dw(x_shape, dy_shape, k: int, pad: int) -> str:
     ci, co = x_shape[-1], dy_shape[-1]
-    if x_shape[0] <= SMALL_BATCH and max(ci, co) < 128:
-        # Narrow layers (the CPU preset's 16-32 channels) at small batches: the batch is the
-        # swapped convolution's input depth, small enough for Eigen; the patch matmuls are too
-        # thin to pay for their 25x-larger temporaries (benchmarks/RESULTS.md, issue #22).
+    if max(ci, co) < 128:
+        # Narrow layers (the CPU preset's 16-32 channels): the batch (a chunk of `XLA_CHUNK`
+        # examples) is the swapped convolution's input depth; the patch matmuls are too thin to
+        # pay for their 25x-larger temporaries (benchmarks/RESULTS.md, issue #22).
         return "xla"
     x_side = _temp_bytes("xpatches", x_shape, ci, co, k, pad)
     dy_side = _temp_bytes("dypatches", x_shape, ci, co, k, pad)
@@ -217,7 +225,12 @@ def _num_chunks(batch: int, bytes_per_example: int) -> int:
     return batch // size
 
 
-def _chunked(fn, chunks: int, *xs, summed: bool = False):
+def _split(batch: int, most: int) -> int:
+    """The number of equal chunks of at most `most` examples (the fewest) a batch splits into."""
+    return batch // max(d for d in range(1, min(most, batch) + 1) if batch % d == 0)
+
+
+def _chunked(fn, chunks: int, *xs, summed: bool = False, unroll: bool = False):
     """`fn(*xs)` computed `chunks` examples at a time in a loop over dynamic slices of the batch
     axis (no copies or relayouts of xs). `fn` either maps each example independently (each
     chunk's output is written into its rows of the result) or, with `summed`, sums over the
@@ -226,6 +239,9 @@ def _chunked(fn, chunks: int, *xs, summed: bool = False):
         return fn(*xs)
     b = xs[0].shape[0]
     size = b // chunks
+    if unroll:
+        parts = [fn(*[x[i * size:(i + 1) * size] for x in xs]) for i in range(chunks)]
+        return functools.reduce(jnp.add, parts) if summed else jnp.concatenate(parts, axis=0)
     out = jax.eval_shape(fn, *[x[:size] for x in xs])
 
     def body(i, acc):
@@ -254,18 +270,23 @@ def _temp_bytes(method: str, x_shape, ci: int, co: int, k: int, pad: int) -> int
 def _correlate(x, w, pad, which):
     ci, co, k = w.shape[2], w.shape[3], w.shape[0]
     method = OVERRIDE.get(which) or _choose_corr(ci, co, k)
-    chunks = _num_chunks(x.shape[0], _temp_bytes(method, x.shape, ci, co, k, pad)) \
-        if method != "xla" else 1
+    if method == "xla":
+        chunks = _split(x.shape[0], OVERRIDE.get("xla_batch", XLA_CHUNK))
+    else:
+        chunks = _num_chunks(x.shape[0], _temp_bytes(method, x.shape, ci, co, k, pad))
     fn = functools.partial(_CORR[method], w=w, pad=pad)
-    return _chunked(lambda a: fn(a), chunks, x)
+    return _chunked(lambda a: fn(a), chunks, x, unroll=method == "xla")
 
 
 def _weight_grad(x, dy, k, pad):
     ci, co = x.shape[-1], dy.shape[-1]
     method = OVERRIDE.get("dw") or _choose_dw(x.shape, dy.shape, k, pad)
-    chunks = _num_chunks(x.shape[0], _temp_bytes(method, x.shape, ci, co, k, pad)) \
-        if method != "xla" else 1
-    return _chunked(lambda a, g: _DW[method](a, g, k, pad), chunks, x, dy, summed=True)
+    if method == "xla":
+        chunks = _split(x.shape[0], OVERRIDE.get("xla_batch", XLA_CHUNK))
+    else:
+        chunks = _num_chunks(x.shape[0], _temp_bytes(method, x.shape, ci, co, k, pad))
+    return _chunked(lambda a, g: _DW[method](a, g, k, pad), chunks, x, dy, summed=True,
+                    unroll=method == "xla")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -316,7 +337,10 @@ def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0,
 
 
 def _plain(x, kernel, bias, padding):
-    y = lax.conv_general_dilated(_pad(x, padding), kernel, (1, 1), "VALID", dimension_numbers=_DN)
+    def conv(a):
+        return lax.conv_general_dilated(_pad(a, padding), kernel, (1, 1), "VALID",
+                                        dimension_numbers=_DN)
+    y = _chunked(conv, _split(x.shape[0], OVERRIDE.get("xla_batch", XLA_CHUNK)), x, unroll=True)
     return y + bias[None, None, None, :]
 
 

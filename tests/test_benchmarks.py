@@ -7,6 +7,7 @@ here."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -167,6 +168,21 @@ def test_torch_reference_matches_jax(tmp_path):
         assert check["loss_relative_difference"] < 1e-5
         assert max(check["max_relative_gradient_difference"].values()) < 1e-4
         assert check["jax_params"] == check["torch_params"]
+
+
+def test_torch_reference_timed_comparison(tmp_path):
+    """The timed comparison runs blocks of steps in alternation and compares every row with the
+    fastest torch implementation measured (issue #22 states its goal against torch's best)."""
+    pytest.importorskip("torch")
+    out = tmp_path / "timed.json"
+    result = _run(["benchmarks/torch_reference.py", "--presets=tiny", "--batch_sizes=4",
+                   "--conv_impls=fast_cpu", "--torch_decoder=polyphase", "--torch_modes=eager",
+                   "--repeats=2", "--block_s=0.01", "--peak_repeats=1", f"--out={out}"])
+    assert "speed vs the fastest torch (torch eager polyphase)" in result.stdout
+    assert re.search(r"^\| torch eager polyphase \|.*\| 1\.00x \|$", result.stdout, re.M)
+    records = json.loads(out.read_text())["results"]
+    assert [r["name"] for r in records] == ["jax fast_cpu", "torch eager polyphase"]
+    assert all(len(r["seconds_per_step"]) == 2 for r in records)
 
 
 def test_torch_polyphase_upsampling_is_the_plain_layer():

@@ -72,10 +72,12 @@ FORCED = [
     {"fwd": "col2im", "dx": "col2im", "dw": "dypatches"},
     {"chunks": 2, "fwd": "col2im", "dx": "im2col", "dw": "dypatches"},
     {"chunk_bytes": 1, "fwd": "im2col", "dx": "col2im", "dw": "xpatches"},
+    {"xla_batch": 2, "fwd": "xla", "dx": "xla", "dw": "xla"},  # XLA's, in unrolled chunks
 ]
 
 PARAMS = ([(case, {"plain_below": 0}) for case in CASES]  # the automatic choice of methods
           + [(CASES[0], {}), (CASES[3], {})]  # fully automatic (the plain path for small ones)
+          + [(CASES[0], {"xla_batch": 1})]  # the plain path, one example at a time
           + [(case, {"plain_below": 0, **m}) for m in FORCED for case in (CASES[4], CASES[1])])
 
 
@@ -229,13 +231,19 @@ def test_nets_conv_upsample_same_for_both_impls():
     _assert_close(nets.conv2d(x, kernel, bias, 4, "fast_cpu", upsample=True), plain, "fast_cpu")
 
 
-def test_weight_gradient_choice_by_batch_and_width():
-    """XLA's weight gradient for narrow layers at small batches (the CPU preset at its batch of
-    16: measured faster); the patch matmuls for wide layers or large batches, as before."""
-    narrow = dict(dy_shape=(16, 26, 26, 32), k=5, pad=0)
-    assert fast_conv._choose_dw((16, 30, 30, 16), **narrow) == "xla"
-    assert fast_conv._choose_dw((fast_conv.SMALL_BATCH, 30, 30, 16),
-                                (fast_conv.SMALL_BATCH, 26, 26, 32), 5, 0) == "xla"
-    assert fast_conv._choose_dw((64, 30, 30, 16), (64, 26, 26, 32), 5, 0) == "dypatches"
+def test_weight_gradient_choice_by_width():
+    """XLA's weight gradient for narrow layers at any batch (the CPU preset: measured faster, in
+    chunks of `XLA_CHUNK` examples); the patch matmuls for wide layers, as before."""
+    for batch in (16, 64):
+        assert fast_conv._choose_dw((batch, 30, 30, 16), (batch, 26, 26, 32), 5, 0) == "xla"
     # The paper's encoder conv2 (192 -> 96) keeps the patches at any batch.
-    assert fast_conv._choose_dw((16, 30, 30, 192), (16, 26, 26, 96), 5, 0) == "dypatches"
+    for batch in (16, 64):
+        assert fast_conv._choose_dw((batch, 30, 30, 192), (batch, 26, 26, 96), 5, 0) \
+            == "dypatches"
+
+
+@pytest.mark.parametrize("batch, most, chunks", [(64, 8, 8), (16, 8, 2), (12, 8, 2), (7, 8, 1),
+                                                 (9, 8, 3), (5, 4, 5), (3, 1, 3)])
+def test_split_into_fewest_equal_chunks(batch, most, chunks):
+    assert fast_conv._split(batch, most) == chunks
+    assert batch % chunks == 0 and batch // chunks <= most
