@@ -8,7 +8,6 @@ here."""
 import json
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
