@@ -35,8 +35,9 @@ large matmuls:
   sum): XLA hands them to YNNPACK, whose time per example grows with the batch (the small
   preset's first-layer weight gradient: under 0.7 ms a step at batch 16, 51 ms at 64), and inside
   a `fori_loop` it does not use YNNPACK at all (Eigen, 4x slower). Small CMMA, quiet 2-core AMD
-  EPYC, 2026-12-07 (`benchmarks/fast_conv_choices.py`): batch 64 1.70x faster (265 -> 156 ms a
-  step), batch 32 1.39x, batch 16 unchanged; the paper preset unchanged (1.01x).
+  EPYC, 2026-12-07 (`benchmarks/fast_conv_choices.py`, against the choices before): batch 64
+  1.81x faster (302 -> 167 ms a step), batch 32 1.23x, batch 16 1.08x; the paper preset
+  unchanged (1.01x).
   Kernels smaller than `PLAIN_BELOW` elements (the "tiny" test preset) use the plain convolution
   and XLA's own gradient: there the loops and the matmuls' set-up cost more than they save.
 
@@ -220,9 +221,7 @@ def _num_chunks(batch: int, bytes_per_example: int) -> int:
     if "chunks" in OVERRIDE:
         return OVERRIDE["chunks"] if batch % OVERRIDE["chunks"] == 0 else 1
     target = OVERRIDE.get("chunk_bytes", 16 << 20)
-    per = max(1, target // max(1, bytes_per_example))
-    size = max(d for d in range(1, min(per, batch) + 1) if batch % d == 0)
-    return batch // size
+    return _split(batch, max(1, target // max(1, bytes_per_example)))
 
 
 def _split(batch: int, most: int) -> int:
@@ -230,11 +229,26 @@ def _split(batch: int, most: int) -> int:
     return batch // max(d for d in range(1, min(most, batch) + 1) if batch % d == 0)
 
 
+def _xla_chunks(batch: int) -> int:
+    """Chunks of at most `XLA_CHUNK` examples, for XLA's own convolutions (module docstring)."""
+    return _split(batch, OVERRIDE.get("xla_batch", XLA_CHUNK))
+
+
+def _chunks(method: str, x_shape, ci: int, co: int, k: int, pad: int) -> int:
+    """How many chunks of the batch a method runs over: "xla" in `_xla_chunks`, the patch
+    methods in chunks whose temporary fits `_num_chunks`'s budget."""
+    if method == "xla":
+        return _xla_chunks(x_shape[0])
+    return _num_chunks(x_shape[0], _temp_bytes(method, x_shape, ci, co, k, pad))
+
+
 def _chunked(fn, chunks: int, *xs, summed: bool = False, unroll: bool = False):
     """`fn(*xs)` computed `chunks` examples at a time in a loop over dynamic slices of the batch
     axis (no copies or relayouts of xs). `fn` either maps each example independently (each
     chunk's output is written into its rows of the result) or, with `summed`, sums over the
-    examples (a weight gradient: the chunks' outputs are accumulated)."""
+    examples (a weight gradient: the chunks' outputs are accumulated). With `unroll`, no loop:
+    static slices, then a concatenation or a sum (XLA's own convolutions, which lose YNNPACK
+    inside a loop)."""
     if chunks <= 1:
         return fn(*xs)
     b = xs[0].shape[0]
@@ -270,21 +284,15 @@ def _temp_bytes(method: str, x_shape, ci: int, co: int, k: int, pad: int) -> int
 def _correlate(x, w, pad, which):
     ci, co, k = w.shape[2], w.shape[3], w.shape[0]
     method = OVERRIDE.get(which) or _choose_corr(ci, co, k)
-    if method == "xla":
-        chunks = _split(x.shape[0], OVERRIDE.get("xla_batch", XLA_CHUNK))
-    else:
-        chunks = _num_chunks(x.shape[0], _temp_bytes(method, x.shape, ci, co, k, pad))
     fn = functools.partial(_CORR[method], w=w, pad=pad)
-    return _chunked(lambda a: fn(a), chunks, x, unroll=method == "xla")
+    return _chunked(lambda a: fn(a), _chunks(method, x.shape, ci, co, k, pad), x,
+                    unroll=method == "xla")
 
 
 def _weight_grad(x, dy, k, pad):
     ci, co = x.shape[-1], dy.shape[-1]
     method = OVERRIDE.get("dw") or _choose_dw(x.shape, dy.shape, k, pad)
-    if method == "xla":
-        chunks = _split(x.shape[0], OVERRIDE.get("xla_batch", XLA_CHUNK))
-    else:
-        chunks = _num_chunks(x.shape[0], _temp_bytes(method, x.shape, ci, co, k, pad))
+    chunks = _chunks(method, x.shape, ci, co, k, pad)
     return _chunked(lambda a, g: _DW[method](a, g, k, pad), chunks, x, dy, summed=True,
                     unroll=method == "xla")
 
@@ -340,7 +348,7 @@ def _plain(x, kernel, bias, padding):
     def conv(a):
         return lax.conv_general_dilated(_pad(a, padding), kernel, (1, 1), "VALID",
                                         dimension_numbers=_DN)
-    y = _chunked(conv, _split(x.shape[0], OVERRIDE.get("xla_batch", XLA_CHUNK)), x, unroll=True)
+    y = _chunked(conv, _xla_chunks(x.shape[0]), x, unroll=True)
     return y + bias[None, None, None, :]
 
 
