@@ -9,7 +9,9 @@ the decoder as built in `nets.ImageDecoder`), the same objective and optimizer, 
   g (decoder): Linear(J, 100 c3) -> [10, 10, c3]; full conv4 c3->c2 (pad 3: 13), ReLU; nearest
                upsample 2x (26); full conv5 c2->c1 (pad 4: 30), ReLU; upsample (60); the two
                parallel full conv5 heads c1->3 (pad 4: 64) run as one conv c1->6 (as JAX does);
-               mean = sigmoid, log-variance = soft_clip(., -10, 4) (the config's default)
+               mean = sigmoid, log-variance = soft_clip(., -10, 4) (the config's default); with
+               the preset's fixed decoder variance (`small`: σ = 0.05, `presets.resolve_likelihood`)
+               one head c1->3 (the mean) and the log-variance log σ² at every pixel
   loss = mean_b[ -(log N(x; g_mu, exp g_var) - KL(q(z|x) || p(z|y))) ], one sample of z, the
          Gaussian log-likelihood summed over pixels with the log 2 pi constant, the full KL;
   Adam (lr 3e-4, betas 0.9/0.999, eps 1e-8); the step also computes the gradient and parameter
@@ -69,7 +71,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_throughput as tt  # noqa: E402
 import quiet  # noqa: E402
 
-from cmma_jax import losses, nets  # noqa: E402
+from cmma_jax import losses, nets, presets  # noqa: E402
 from cmma_jax.models import cmma  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -81,6 +83,9 @@ flags.DEFINE_list("torch_decoder", ["paper"], "How the torch decoder computes it
                   "JAX's fast_cpu path).")
 flags.DEFINE_float("block_s", 1.0, "Seconds of back-to-back steps timed per turn, after one "
                    "untimed step (module docstring).")
+flags.DEFINE_enum("decoder_variance", None, ["pixel", "fixed"], "The decoder's variance on both "
+                  "sides (default: the preset's, `presets.resolve_likelihood`: paper pixel, small "
+                  "fixed).")
 flags.DEFINE_bool("check", False, "Copy the JAX parameters into torch and compare loss and "
                   "gradients on one batch, then exit.")
 FLAGS.set_default("out", "benchmarks/results/torch_reference.json")
@@ -152,7 +157,8 @@ class CMMA(nn.Module):
     """f, h and g of the CMMA (see the module docstring)."""
 
     def __init__(self, features, latent_dim: int, attribute_hidden: int, num_attributes: int,
-                 log_var_range=(-10.0, 4.0), decoder: str = "paper"):
+                 log_var_range=(-10.0, 4.0), decoder: str = "paper",
+                 fixed_sigma: float | None = None):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"Unknown decoder {decoder!r}; choose one of {DECODERS}.")
@@ -160,6 +166,7 @@ class CMMA(nn.Module):
         c1, c2, c3 = features
         self.c3 = c3
         self.log_var_range = log_var_range
+        self.fixed_sigma = fixed_sigma  # None: the per-pixel log-variance head (the paper)
         self.prior_hidden = nn.Linear(num_attributes, attribute_hidden)
         self.prior_heads = Heads(attribute_hidden, latent_dim)
         self.conv1 = nn.Conv2d(3, c1, 5)
@@ -169,7 +176,8 @@ class CMMA(nn.Module):
         self.dense = nn.Linear(latent_dim, 100 * c3)
         self.dconv3 = nn.Conv2d(c3, c2, 4, padding=3)
         self.dconv2 = nn.Conv2d(c2, c1, 5, padding=4)
-        self.image_heads = nn.Conv2d(c1, 6, 5, padding=4)  # mean (3) and log-variance (3)
+        # mean (3) and log-variance (3); the mean only with a fixed σ
+        self.image_heads = nn.Conv2d(c1, 3 if fixed_sigma else 6, 5, padding=4)
 
     def prior(self, y):
         return self.prior_heads(F.softplus(self.prior_hidden(y)))
@@ -186,6 +194,8 @@ class CMMA(nn.Module):
         h = F.relu(self.upsample_conv(self.dconv2, h))
         out = self.upsample_conv(self.image_heads, h)
         mean = torch.sigmoid(out[:, :3])
+        if self.fixed_sigma is not None:
+            return mean, torch.full_like(mean, 2.0 * math.log(self.fixed_sigma))
         log_var = out[:, 3:]
         if self.log_var_range is not None:
             log_var = soft_clip(log_var, *self.log_var_range)
@@ -215,8 +225,13 @@ class CMMA(nn.Module):
 def build(config, num_attributes: int, decoder: str = "paper") -> CMMA:
     sizes = nets.resolve_sizes(config.model)
     rng = config.model.get("decoder_log_var_range", None)
+    likelihood = presets.resolve_likelihood(config.model)
+    if likelihood["decoder_variance"] not in ("pixel", "fixed"):
+        raise ValueError(f"The torch reference has the per-pixel and the fixed decoder variance, "
+                         f"not {likelihood['decoder_variance']!r}.")
+    sigma = likelihood["decoder_sigma"] if likelihood["decoder_variance"] == "fixed" else None
     return CMMA(sizes["encoder_features"], sizes["latent_dim"], sizes["attribute_hidden"],
-                num_attributes, tuple(rng) if rng is not None else None, decoder)
+                num_attributes, tuple(rng) if rng is not None else None, decoder, sigma)
 
 
 def num_params(module: nn.Module) -> int:
@@ -253,11 +268,9 @@ def copy_jax_params(model: CMMA, params) -> None:
                          (model.dconv2, dec["conv2"])):
             layer.weight.copy_(conv(p["kernel"]))
             layer.bias.copy_(_t(p["bias"]))
-        heads = dec["heads"]
-        model.image_heads.weight.copy_(conv(np.concatenate(
-            [heads["mean"]["kernel"], heads["log_var"]["kernel"]], axis=-1)))
-        model.image_heads.bias.copy_(_t(np.concatenate(
-            [heads["mean"]["bias"], heads["log_var"]["bias"]])))
+        heads = [dec["heads"][name] for name in ("mean", "log_var") if name in dec["heads"]]
+        model.image_heads.weight.copy_(conv(np.concatenate([h["kernel"] for h in heads], -1)))
+        model.image_heads.bias.copy_(_t(np.concatenate([h["bias"] for h in heads])))
 
 
 def jax_loss_with_noise(params, config, x, y, eps):
@@ -277,7 +290,8 @@ def check(preset: str, batch_size: int, num_attributes: int,
           decoder: str = "paper") -> dict[str, Any]:
     """Loss and gradients of the torch network (with `decoder`) with the JAX parameters, against
     JAX's (plain "xla" convolutions: the paper's layers as written)."""
-    config = tt.get_config("cmma", preset, batch_size, "xla")
+    config = tt.get_config("cmma", preset, batch_size, "xla",
+                           decoder_variance=FLAGS.decoder_variance)
     batch = tt.make_batch(batch_size, num_attributes)
     state = cmma.init_state(jax.random.key(0), config, batch)
     sizes = nets.resolve_sizes(config.model)
@@ -302,7 +316,7 @@ def check(preset: str, batch_size: int, num_attributes: int,
         ("dconv3", conv(g["dconv3.weight"]), jd["conv3"]["kernel"]),
         ("dconv2", conv(g["dconv2.weight"]), jd["conv2"]["kernel"]),
         ("image_heads", conv(g["image_heads.weight"]), np.concatenate(
-            [jd["heads"]["mean"]["kernel"], jd["heads"]["log_var"]["kernel"]], -1)),
+            [jd["heads"][n]["kernel"] for n in ("mean", "log_var") if n in jd["heads"]], -1)),
         ("dense", g["dense.weight"].T, jd["dense"]["kernel"]),
         ("encoder_heads.mean", g["encoder_heads.mean.weight"].T,
          jg["encoder"]["heads"]["mean"]["kernel"]),
@@ -315,6 +329,7 @@ def check(preset: str, batch_size: int, num_attributes: int,
     jax_count = sum(a.size for a in jax.tree_util.tree_leaves(state.params))
     torch_loss = float(loss.detach())
     return {"preset": preset, "batch_size": batch_size, "torch_decoder": decoder,
+            "decoder_variance": config.model.decoder_variance,
             "jax_loss": float(jax_loss), "torch_loss": torch_loss,
             "loss_relative_difference": abs(float(jax_loss) - torch_loss) / abs(float(jax_loss)),
             "max_relative_gradient_difference": grad_errors,
@@ -392,10 +407,12 @@ def markdown(records: list[dict[str, Any]]) -> str:
 
 def compare(preset: str, batch_size: int, peak: dict[str, Any]) -> list[dict[str, Any]]:
     """Builds every JAX and torch step of one configuration, then times them in alternation."""
-    config = tt.get_config("cmma", preset, batch_size, "xla")
+    variance = FLAGS.decoder_variance
+    config = tt.get_config("cmma", preset, batch_size, "xla", decoder_variance=variance)
     runners: list[tuple[str, Any]] = []
     for impl in FLAGS.conv_impls:
-        step = tt.Step("cmma", preset, batch_size, impl, FLAGS.num_attributes)
+        step = tt.Step("cmma", preset, batch_size, impl, FLAGS.num_attributes,
+                       decoder_variance=variance)
         runners.append((f"jax {impl}" + ("" if step.resolved_impl == impl
                                          else f" ({step.resolved_impl})"), step))
     for decoder in FLAGS.torch_decoder:

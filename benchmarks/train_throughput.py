@@ -366,9 +366,12 @@ def count_flops(fn, *args) -> tuple[float, list[str]]:
 
 
 def get_config(model: str, preset: str, batch_size: int, conv_impl: str,
-               dtype: str = "float32"):
-    """The model's config with a preset, batch size, convolution implementation and dtype."""
+               dtype: str = "float32", decoder_variance: str | None = None):
+    """The model's config with a preset, batch size, convolution implementation and dtype (and
+    decoder variance: None = the preset's)."""
     config = importlib.import_module(f"cmma_jax.configs.{model}").get_config(preset)
+    if decoder_variance:
+        config.model.decoder_variance = decoder_variance
     config.model.conv_impl = conv_impl
     config.model.dtype = dtype
     config.training.batch_size = batch_size
@@ -396,11 +399,12 @@ class Step:
     """
 
     def __init__(self, model: str, preset: str, batch_size: int, conv_impl: str,
-                 num_attributes: int = 73, seed: int = 0, dtype: str = "float32"):
+                 num_attributes: int = 73, seed: int = 0, dtype: str = "float32",
+                 decoder_variance: str | None = None):
         self.model, self.preset, self.batch_size = model, preset, batch_size
         self.conv_impl = conv_impl
         self.resolved_impl = nets.resolve_conv_impl(conv_impl)
-        self.config = get_config(model, preset, batch_size, conv_impl, dtype)
+        self.config = get_config(model, preset, batch_size, conv_impl, dtype, decoder_variance)
         lib = MODELS[model]
         host_batch = make_batch(batch_size, num_attributes, seed)
         state = lib.init_state(jax.random.key(seed), self.config, host_batch)

@@ -1,7 +1,8 @@
 """The architecture presets: ONE table of network sizes and training defaults per preset name.
 
 A preset names a scale of the whole experiment: the widths of the networks (`SIZE_FIELDS`, read by
-`cmma_jax.nets` through `resolve_sizes`) and the training settings that go with them
+`cmma_jax.nets` through `resolve_sizes`), the decoder's likelihood (`LIKELIHOOD_FIELDS`, through
+`resolve_likelihood`) and the training settings that go with them
 (`TRAINING_FIELDS`, filled into a config's `training` section by `resolve_config` and by
 `cmma_jax.configs.base.apply_preset`). "auto" stands for "small" on the CPU backend and "paper"
 elsewhere; `resolve_preset_name` is the one place that decides it.
@@ -18,6 +19,9 @@ import ml_collections
 
 AUTO = "auto"
 
+# The decoder's standard deviation with a "fixed" variance (pixels in [0, 1]); see "small" below.
+DEFAULT_DECODER_SIGMA = 0.05
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Networks: section 4.1 of the CMMA paper. The VLAE and discriminator sizes are not in any
     # paper; they reuse the CMMA widths (the CGAN "closely mimics" h and g, section 4.2).
@@ -32,6 +36,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         ladder_hidden=500,
         ladder_head_features=8,
         ladder_inject_features=8,
+        # The paper's likelihood: a learnt log-variance for every pixel of every face.
+        decoder_variance="pixel",
+        decoder_sigma=DEFAULT_DECODER_SIGMA,
         batch_size=64,
         num_steps=78_000,
         log_every=100,
@@ -52,6 +59,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         ladder_hidden=128,
         ladder_head_features=4,
         ladder_inject_features=4,
+        # Every pixel's standard deviation held at 0.05. With the paper's per-pixel variance the
+        # small networks explain the features they do not draw as noise (eyes, mouths, glasses
+        # stay a blur, at any training length); at σ = 0.05 the CMMA draws and edits every one
+        # of the 20 synthetic attributes (RESULTS.md, "Ground truth on synthetic faces").
+        decoder_variance="fixed",
+        decoder_sigma=DEFAULT_DECODER_SIGMA,
         batch_size=16,
         num_steps=3_000,
         log_every=50,
@@ -68,6 +81,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         ladder_hidden=16,
         ladder_head_features=2,
         ladder_inject_features=2,
+        decoder_variance="pixel",
+        decoder_sigma=DEFAULT_DECODER_SIGMA,
         batch_size=8,
         num_steps=20,
         log_every=5,
@@ -83,6 +98,9 @@ SIZE_FIELDS = (
     "encoder_features", "latent_dim", "attribute_hidden", "discriminator_hidden",
     "ladder_latent_dims", "ladder_hidden", "ladder_head_features", "ladder_inject_features",
 )
+# The decoder's likelihood of a preset (`model.<field>`; None there = the preset's value): what
+# the pixel variance depends on (`cmma_jax.nets.DECODER_VARIANCES`) and σ when it is "fixed".
+LIKELIHOOD_FIELDS = ("decoder_variance", "decoder_sigma")
 # The training settings of a preset (`training.<field>` in a config; None there = the preset's).
 TRAINING_FIELDS = ("batch_size", "num_steps", "log_every", "sample_every", "checkpoint_every")
 
@@ -131,15 +149,35 @@ def resolve_sizes(model_config: Mapping[str, Any]) -> dict[str, Any]:
     return sizes
 
 
+def resolve_likelihood(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The decoder likelihood of a model config (`LIKELIHOOD_FIELDS`): its preset's, with any
+    field that is set (not None) overriding.
+
+    Raises:
+      ValueError: on an unknown preset.
+    """
+    preset = PRESETS[resolve_preset_name(model_config.get("preset", AUTO) or AUTO)]
+    out = {}
+    for name in LIKELIHOOD_FIELDS:
+        value = model_config.get(name, None)
+        out[name] = preset[name] if value is None else value
+    out["decoder_sigma"] = float(out["decoder_sigma"])
+    return out
+
+
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of `config` with its preset chosen and the preset's training defaults filled in.
 
     `model.preset = "auto"` means "paper" on an accelerator and "small" on a CPU. Training fields
-    left as None (batch size, steps, intervals) take the preset's values; fields that are set win.
+    left as None (batch size, steps, intervals; the decoder's likelihood) take the preset's
+    values; fields that are set win.
     """
     config = ml_collections.ConfigDict(config.to_dict())
     preset = resolve_preset_name(config.model.get("preset", AUTO) or AUTO)
     config.model.preset = preset
+    for name, value in resolve_likelihood(config.model).items():
+        if name in config.model:
+            config.model[name] = value
     for name, value in training_defaults(preset).items():
         if config.training.get(name) is None:
             config.training[name] = value
@@ -147,6 +185,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 
 __all__ = [
-    "AUTO", "PRESETS", "PRESET_NAMES", "SIZE_FIELDS", "TRAINING_FIELDS", "resolve_preset_name",
-    "training_defaults", "resolve_sizes", "resolve_config",
+    "AUTO", "DEFAULT_DECODER_SIGMA", "PRESETS", "PRESET_NAMES", "SIZE_FIELDS", "LIKELIHOOD_FIELDS",
+    "TRAINING_FIELDS", "resolve_preset_name", "training_defaults", "resolve_sizes",
+    "resolve_likelihood", "resolve_config",
 ]

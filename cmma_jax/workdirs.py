@@ -65,6 +65,7 @@ class WorkdirLockedError(RuntimeError):
 ADDED_FIELDS: tuple[tuple[tuple[str, ...], str, Any], ...] = (
     (("cvae",), "model.condition_decoder", True),
     (("cmma", "cvae", "cgan", "vlae"), "model.decoder_variance", "pixel"),
+    (("cmma", "cvae", "cgan", "vlae"), "model.decoder_sigma", 0.05),
     (("cmma", "cvae", "cgan", "vlae"), "training.stop_patience", None),
     (("cmma", "cvae", "cgan", "vlae"), "training.stop_min_delta", 0.0),
     (("cmma", "cvae", "cgan", "vlae"), "training.stop_metric", "val_elbo"),
@@ -178,6 +179,17 @@ def split_option_differences(a, b) -> list[str]:
             if k not in _READING_OPTIONS and options_a.get(k) != options_b.get(k)]
 
 
+def config_flag(field: str, value: Any) -> str:
+    """The command-line flag that sets a config field to `value` (shell-quoted where needed), e.g.
+    `--config.model.decoder_variance=pixel`, `"--config.model.decoder_log_var_range=(-10.0,4.0)"`."""
+    if isinstance(value, (list, tuple)):
+        text = "(" + ",".join(repr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    else:
+        text = str(value)
+    flag = f"--config.{field}={text}"
+    return f'"{flag}"' if any(c in text for c in " ()'\"") else flag
+
+
 def check_resumable(workdir: str, config: ml_collections.ConfigDict,
                     attribute_names: tuple[str, ...] | list[str] | None = None) -> None:
     """Refuses to run `config` in a workdir written with other settings (nothing is written).
@@ -203,9 +215,12 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
     differences = config_differences(old, with_recorded_options(config))
     if differences:
         lines = "\n".join(f"  {k}: {a!r} (workdir) != {b!r} (this run)" for k, a, b in differences)
+        flags = " ".join(config_flag(k, a) for k, a, _ in differences)
         raise WorkdirMismatchError(
             f"{workdir} holds a run with other settings; these fields change the model, the data "
-            f"or the optimizer and must match to resume:\n{lines}\n{fresh}")
+            f"or the optimizer and must match to resume:\n{lines}\nResume with the workdir's "
+            f"settings (e.g. {flags}), or start fresh with another --workdir (or delete "
+            f"{workdir}).")
     if attribute_names is not None and tuple(attribute_names) != tuple(old_names):
         raise WorkdirMismatchError(
             f"{workdir} holds a run on other attributes ({len(old_names)}: {', '.join(old_names[:5])}"

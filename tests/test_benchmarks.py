@@ -156,13 +156,17 @@ def test_theoretical_peak_is_read_from_the_processor():
     assert tt.theoretical_peak("bfloat16")["flops_per_second"] >= peak["flops_per_second"]
 
 
-def test_torch_reference_matches_jax(tmp_path):
+@pytest.mark.parametrize("variance", ["pixel", "fixed"])
+def test_torch_reference_matches_jax(tmp_path, variance):
+    """With the paper's per-pixel decoder variance and with the small preset's fixed one."""
     pytest.importorskip("torch")
     out = tmp_path / "check.json"
     result = _run(["benchmarks/torch_reference.py", "--check", "--presets=tiny",
-                   "--batch_sizes=4", "--torch_decoder=paper,polyphase", f"--out={out}"])
+                   "--batch_sizes=4", "--torch_decoder=paper,polyphase", f"--out={out}",
+                   f"--decoder_variance={variance}"])
     checks = json.loads(result.stdout[result.stdout.index("["):])
     assert [c["torch_decoder"] for c in checks] == ["paper", "polyphase"]
+    assert {c["decoder_variance"] for c in checks} == {variance}
     for check in checks:
         assert check["loss_relative_difference"] < 1e-5
         assert max(check["max_relative_gradient_difference"].values()) < 1e-4

@@ -290,6 +290,31 @@ def test_decoder_variance_shared_over_pixels(variance, size):
     np.testing.assert_allclose(log_var, expected, rtol=1e-6)
 
 
+def test_decoder_variance_fixed_has_no_parameter():
+    """"fixed": the mean head is the paper's; every pixel's log-variance is log(σ²) exactly (no
+    parameter, no clip), so the likelihood is scipy's N(x; mean, σ²) at every pixel."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    sigma = 0.07
+    heads = nets.ImageHeads(log_var=True, log_var_range=(-1.0, 0.0), variance="fixed",
+                            sigma=sigma)
+    h = _normal(2, 60, 60, 5)
+    assert _shapes(_abstract_params(heads, h)) == {"mean": {"kernel": (5, 5, 5, 3),
+                                                            "bias": (3,)}}
+    p = {"mean": {"kernel": _normal(5, 5, 5, 3), "bias": _normal(3)}}
+    mean, log_var = jax.jit(heads.apply)({"params": p}, h)
+    expected_mean = jax.nn.sigmoid(nets.conv2d(h, p["mean"]["kernel"], p["mean"]["bias"], 4))
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
+    assert log_var.shape == (2, 64, 64, 3) and log_var.dtype == jnp.float32
+    np.testing.assert_allclose(log_var, np.full((2, 64, 64, 3), 2 * math.log(sigma)), rtol=1e-6)
+    x = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), mean.shape))
+    ours = -0.5 * (np.log(2 * np.pi) + log_var + (x - mean) ** 2 / np.exp(log_var))
+    np.testing.assert_allclose(ours, scipy_stats.norm.logpdf(x, np.asarray(mean), sigma),
+                               rtol=1e-4, atol=1e-3)
+    for bad in (0.0, -0.1, float("inf")):
+        with pytest.raises(ValueError, match="decoder_sigma"):
+            _abstract_params(nets.ImageHeads(variance="fixed", sigma=bad), h)
+
+
 def test_decoder_variance_unknown_is_refused():
     with pytest.raises(ValueError, match="decoder_variance"):
         _abstract_params(nets.ImageHeads(variance="per_face"), _normal(1, 60, 60, 2))

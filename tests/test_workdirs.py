@@ -66,6 +66,7 @@ def test_a_rerun_with_other_settings_is_refused_and_changes_nothing(copy_of, tin
     with pytest.raises(workdirs.WorkdirMismatchError) as error:
         train.train_and_evaluate(config, copy_of)
     assert field in str(error.value) and "another --workdir" in str(error.value)
+    assert f"--config.{field}=" in str(error.value)  # the flag that resumes
     assert _records(copy_of) == before
     assert sorted(os.listdir(os.path.join(copy_of, "checkpoints"))) == steps
 
@@ -306,3 +307,14 @@ def test_a_given_step_rotated_away_while_read_is_named(copy_of, monkeypatch):
     monkeypatch.setattr(checkpoints, "restore", rotating)
     with pytest.raises(FileNotFoundError, match=r"step 8 .* was removed while it was read"):
         workdirs.load_trained(copy_of, step=8)
+
+
+@pytest.mark.parametrize("field, value, flag", [
+    ("model.decoder_variance", "pixel", "--config.model.decoder_variance=pixel"),
+    ("model.decoder_log_var_range", (-10.0, 4.0),
+     '"--config.model.decoder_log_var_range=(-10.0,4.0)"'),
+    ("model.encoder_features", [16], '"--config.model.encoder_features=(16,)"'),
+    ("optimizer.learning_rate", 0.0003, "--config.optimizer.learning_rate=0.0003"),
+])
+def test_config_flag_sets_the_workdirs_value(field, value, flag):
+    assert workdirs.config_flag(field, value) == flag

@@ -125,9 +125,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.model.latent_log_var_range = config_dict.placeholder(tuple)
     # What the decoder's pixel variance depends on (cmma_jax.nets.DECODER_VARIANCES): "pixel",
     # the paper's per-pixel log-variance head; "channel", one learnt log-variance per colour
-    # channel; "shared", one for the whole image. All three are Gaussian densities, so bounds in
-    # nats stay comparable. (The CGAN's generator has no variance and ignores it.)
-    config.model.decoder_variance = "pixel"
+    # channel; "shared", one for the whole image; "fixed", every pixel's standard deviation is
+    # decoder_sigma (in units of pixel values in [0, 1]). All are Gaussian densities, so bounds
+    # in nats stay comparable. None = the preset's (cmma_jax.presets.resolve_likelihood): "pixel"
+    # for "paper", "fixed" at σ = 0.05 for "small". (The CGAN's generator has no variance.)
+    config.model.decoder_variance = config_dict.placeholder(str)
+    config.model.decoder_sigma = config_dict.placeholder(float)
 
     config.data = data_config()
 
@@ -186,6 +189,9 @@ def apply_preset(config: ml_collections.ConfigDict,
     config.model.preset = preset
     for name, value in presets.training_defaults(preset).items():
         config.training[name] = value
+    for name in presets.LIKELIHOOD_FIELDS:
+        if name in config.model:
+            config.model[name] = presets.PRESETS[preset][name]
     return config
 
 

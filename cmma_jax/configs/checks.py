@@ -130,7 +130,8 @@ FIELDS: dict[str, dict[str, Rule]] = {
     "model": {
         "dtype": Rule("choice", choices=nets.COMPUTE_DTYPES),
         "conv_impl": Rule("choice", choices=nets.CONV_IMPLS),
-        "decoder_variance": Rule("choice", choices=nets.DECODER_VARIANCES),
+        "decoder_variance": Rule("choice", choices=nets.DECODER_VARIANCES, none=True),
+        "decoder_sigma": _positive(none=True),
         "decoder_log_var_range": Rule("range", none=True),
         "latent_log_var_range": Rule("range", none=True),
         "prior_log_var_range": Rule("range", none=True),

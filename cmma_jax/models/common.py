@@ -18,7 +18,7 @@ import flax
 import optax
 from flax.training import train_state
 
-from cmma_jax import nets
+from cmma_jax import nets, presets
 from cmma_jax.images import IMAGE_SHAPE
 
 Array = jax.Array
@@ -201,11 +201,14 @@ def network_options(config) -> dict[str, Any]:
 def log_var_ranges(config) -> dict[str, Any]:
     """The variance options of a config, as the keyword arguments of the models with a Gaussian
     decoder: the soft-clip ranges (`model.decoder_log_var_range`, `model.latent_log_var_range`)
-    and what the pixel variance depends on (`model.decoder_variance`, "pixel" when unset)."""
+    and the decoder's likelihood (`model.decoder_variance`, `model.decoder_sigma`; unset: the
+    preset's, `presets.resolve_likelihood`)."""
     m = config.model
+    likelihood = presets.resolve_likelihood(m)
     return {"decoder_log_var_range": optional_range(m.get("decoder_log_var_range", None)),
             "latent_log_var_range": optional_range(m.get("latent_log_var_range", None)),
-            "decoder_variance": m.get("decoder_variance", None) or "pixel"}
+            "decoder_variance": likelihood["decoder_variance"],
+            "decoder_sigma": likelihood["decoder_sigma"]}
 
 
 # ---------------------------------------------------------------------------------------------

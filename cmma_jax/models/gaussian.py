@@ -68,6 +68,7 @@ class GaussianLatentModel(nn.Module):
       latent_log_var_range: optional soft-clip range of the latent log-variances (None = linear).
       decoder_variance: what the pixel variance depends on (`nets.DECODER_VARIANCES`; "pixel",
         the paper's per-pixel head).
+      decoder_sigma: every pixel's standard deviation with decoder_variance "fixed".
       conv_impl: convolution implementation (`nets.Conv`).
       dtype: computation dtype; parameters are float32.
     """
@@ -82,6 +83,7 @@ class GaussianLatentModel(nn.Module):
     decoder_log_var_range: Optional[tuple[float, float]] = None
     latent_log_var_range: Optional[tuple[float, float]] = None
     decoder_variance: str = "pixel"
+    decoder_sigma: float = nets.DEFAULT_DECODER_SIGMA
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
 
@@ -91,7 +93,8 @@ class GaussianLatentModel(nn.Module):
             self.conv_impl, self.dtype)
         self.decoder = nets.ImageDecoder(  # g
             self.features, True, self.decoder_log_var_range, self.conv_impl, self.dtype,
-            variance=self.decoder_variance)
+            variance=self.decoder_variance,
+            sigma=self.decoder_sigma)
 
     def encode(self, x: Array, y: Array) -> tuple[Array, Array]:
         """q(z | x, y): (h_μ, h_σ), each `[B, J]` float32 (y is used only with feed_attributes)."""

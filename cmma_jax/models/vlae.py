@@ -119,6 +119,7 @@ class VLAE(nn.Module):
       decoder_log_var_range: optional soft-clip range of the pixel log-variance (None = linear).
       latent_log_var_range: optional soft-clip range of the posterior log-variances.
       decoder_variance: what the pixel variance depends on (`nets.DECODER_VARIANCES`).
+      decoder_sigma: every pixel's standard deviation with decoder_variance "fixed".
       conv_impl: convolution implementation (`nets.Conv`).
       dtype: computation dtype; parameters are float32.
     """
@@ -132,6 +133,7 @@ class VLAE(nn.Module):
     decoder_log_var_range: Optional[tuple[float, float]] = None
     latent_log_var_range: Optional[tuple[float, float]] = None
     decoder_variance: str = "pixel"
+    decoder_sigma: float = nets.DEFAULT_DECODER_SIGMA
     conv_impl: str = "xla"
     dtype: Any = jnp.float32
 
@@ -141,7 +143,8 @@ class VLAE(nn.Module):
             self.latent_log_var_range, self.conv_impl, self.dtype)
         self.decoder = nets.LadderDecoder(
             self.features, self.hidden, self.inject_features, self.decoder_log_var_range,
-            self.conv_impl, self.dtype, variance=self.decoder_variance)
+            self.conv_impl, self.dtype, variance=self.decoder_variance,
+            sigma=self.decoder_sigma)
 
     def encode(self, x: Array, y: Optional[Array] = None) -> LadderPosterior:
         """q(z_l | x) for every layer (y unused)."""

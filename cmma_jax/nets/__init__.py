@@ -17,10 +17,10 @@ from cmma_jax.nets.networks import (DECODER_VARIANCES, ENCODER_KERNELS, ENCODER_
                                     NUM_LADDER_LAYERS, AttributeMLP, ConvTrunk, Discriminator,
                                     ImageDecoder, ImageEncoder, ImageHeads, LadderDecoder,
                                     LadderEncoder)
-from cmma_jax.presets import PRESETS, SIZE_FIELDS, resolve_sizes
+from cmma_jax.presets import DEFAULT_DECODER_SIGMA, PRESETS, SIZE_FIELDS, resolve_sizes
 
 __all__ = [
-    "PRESETS", "SIZE_FIELDS", "resolve_sizes", "COMPUTE_DTYPES", "compute_dtype", "max_pool_2x2",
+    "PRESETS", "SIZE_FIELDS", "resolve_sizes", "DEFAULT_DECODER_SIGMA", "COMPUTE_DTYPES", "compute_dtype", "max_pool_2x2",
     "upsample_nearest_2x", "soft_clip", "CONV_IMPLS", "resolve_conv_impl", "conv2d", "ConvParams",
     "Conv", "dense", "flatten", "concat_attributes", "GaussianHeads", "AttributeMLP", "ConvTrunk",
     "ENCODER_KERNELS", "ENCODER_SPATIAL", "IMAGE_CHANNELS", "DECODER_VARIANCES", "ImageEncoder", "ImageHeads",

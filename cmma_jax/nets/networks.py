@@ -14,6 +14,7 @@ exact mirror of the encoder:
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import flax.linen as nn
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from cmma_jax.images import IMAGE_SHAPE
+from cmma_jax.presets import DEFAULT_DECODER_SIGMA
 from cmma_jax.nets.layers import (Array, Conv, ConvParams, Dtype, GaussianHeads, concat_attributes,
                                   conv2d, dense, flatten, max_pool_2x2, soft_clip)
 
@@ -44,9 +46,11 @@ IMAGE_CHANNELS = IMAGE_SHAPE[-1]
 # What the decoder's pixel variance depends on (`ImageHeads.variance`): "pixel", a convolutional
 # head that gives every pixel of every face its own log-variance (the paper, section 4.1);
 # "channel", one learnt log-variance per colour channel, shared by every pixel and every face;
-# "shared", one learnt log-variance for the whole image. Each is a proper Gaussian density, so the
-# bounds stay comparable in nats.
-DECODER_VARIANCES = ("pixel", "channel", "shared")
+# "shared", one learnt log-variance for the whole image; "fixed", no parameter: every pixel's
+# standard deviation is `ImageHeads.sigma` (`model.decoder_sigma`). Each is a proper Gaussian
+# density, so the bounds stay comparable in nats.
+DECODER_VARIANCES = ("pixel", "channel", "shared", "fixed")
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +189,8 @@ class ImageHeads(nn.Module):
       variance: one of `DECODER_VARIANCES`: "pixel" (the paper: the log-variance head), or a
         learnt log-variance per "channel" or "shared" by the whole image, a parameter
         "log_var/bias" of shape [3] or [1]; the log-variance is `SHARED_LOG_VAR_INIT` + it
-        (soft-clipped like the head's output).
+        (soft-clipped like the head's output); or "fixed": log(sigma²), no parameter, no clip.
+      sigma: the standard deviation of every pixel with variance "fixed" (unused otherwise).
     """
 
     log_var: bool = True
@@ -194,12 +199,16 @@ class ImageHeads(nn.Module):
     dtype: Dtype = jnp.float32
     upsample: bool = False
     variance: str = "pixel"
+    sigma: float = DEFAULT_DECODER_SIGMA
 
     @nn.compact
     def __call__(self, h: Array) -> tuple[Array, Optional[Array]]:
         if self.variance not in DECODER_VARIANCES:
             raise ValueError(f"Unknown decoder variance {self.variance!r}; choose one of "
                              f"{DECODER_VARIANCES} (model.decoder_variance).")
+        if self.variance == "fixed" and not 0 < self.sigma < float("inf"):
+            raise ValueError(f"A fixed decoder variance needs a positive, finite sigma, got "
+                             f"{self.sigma} (model.decoder_sigma).")
         per_pixel = self.log_var and self.variance == "pixel"
         names = ("mean", "log_var") if per_pixel else ("mean",)
         k = ENCODER_KERNELS[0]
@@ -217,6 +226,8 @@ class ImageHeads(nn.Module):
             return mean, None
         if per_pixel:
             log_var = out[..., IMAGE_CHANNELS:]
+        elif self.variance == "fixed":
+            return mean, jnp.full(mean.shape, 2.0 * math.log(self.sigma), jnp.float32)
         else:
             size = IMAGE_CHANNELS if self.variance == "channel" else 1
             log_var = jnp.broadcast_to(_SharedLogVar(size, name="log_var")(), mean.shape)
@@ -251,6 +262,7 @@ class ImageDecoder(nn.Module):
       log_var_range: optional (low, high) soft-clip of the pixel log-variance; None = linear.
       conv_impl, dtype: as elsewhere.
       variance: what the pixel variance depends on (`DECODER_VARIANCES`; "pixel" in the paper).
+      sigma: every pixel's standard deviation with variance "fixed".
     """
 
     features: Sequence[int]
@@ -259,6 +271,7 @@ class ImageDecoder(nn.Module):
     conv_impl: str = "xla"
     dtype: Dtype = jnp.float32
     variance: str = "pixel"
+    sigma: float = DEFAULT_DECODER_SIGMA
 
     @nn.compact
     def __call__(self, z: Array, y: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
@@ -280,7 +293,7 @@ def _mirror_convolutions(module: nn.Module, h: Array, log_var: bool,
             -> heads (full conv5, c1 -> 3) -> 64
 
     Called from the `nn.compact` method of `module` (its `features`, `log_var_range`, `conv_impl`,
-    `dtype` and `variance`), whose scope holds the layers "conv3", "conv2" and "heads". `inject(stage, h)`
+    `dtype`, `variance` and `sigma`), whose scope holds the layers "conv3", "conv2" and "heads". `inject(stage, h)`
     may add features to the input of the layer mirroring encoder stage `stage` (2, 1, 0).
     """
     c1, c2, _ = module.features
@@ -291,7 +304,7 @@ def _mirror_convolutions(module: nn.Module, h: Array, log_var: bool,
     h = nn.relu(Conv(c1, k2, k2 - 1, impl, upsample=True, dtype=dtype, name="conv2")(inject(1, h)))
     # 2x upsample (30 -> 60), then the heads (60 -> 64)
     return ImageHeads(log_var, module.log_var_range, impl, dtype, upsample=True,
-                      variance=module.variance, name="heads")(inject(0, h))
+                      variance=module.variance, sigma=module.sigma, name="heads")(inject(0, h))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,6 +418,7 @@ class LadderDecoder(nn.Module):
       log_var_range: optional soft-clip range of the pixel log-variance (None = linear).
       conv_impl, dtype: as elsewhere.
       variance: what the pixel variance depends on (`DECODER_VARIANCES`).
+      sigma: every pixel's standard deviation with variance "fixed".
     """
 
     features: Sequence[int]
@@ -414,6 +428,7 @@ class LadderDecoder(nn.Module):
     conv_impl: str = "xla"
     dtype: Dtype = jnp.float32
     variance: str = "pixel"
+    sigma: float = DEFAULT_DECODER_SIGMA
 
     @nn.compact
     def __call__(self, latents: Sequence[Array], y: Optional[Array] = None) -> tuple[Array, Array]:
