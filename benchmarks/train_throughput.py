@@ -72,7 +72,7 @@ import jax.extend.core  # noqa: F401  (jax.extend.core.Jaxpr, ClosedJaxpr)
 import jax.numpy as jnp
 import numpy as np
 
-from cmma_jax import nets, parallel, train
+from cmma_jax import nets, parallel, presets, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import quiet  # noqa: E402  (benchmarks/quiet.py)
@@ -87,6 +87,8 @@ flags.DEFINE_list("conv_impls", ["xla", "fast_cpu"], "Convolution implementation
                   "(model.conv_impl: xla, fast_cpu, auto).")
 flags.DEFINE_list("dtypes", ["float32"], "Compute dtypes (model.dtype: float32, bfloat16); the "
                   "parameters stay float32.")
+flags.DEFINE_list("decoder_variances", [""], "Decoder variances (model.decoder_variance: pixel, "
+                  "channel, shared, fixed; empty = the preset's: paper pixel, small fixed).")
 flags.DEFINE_integer("repeats", 5, "Timed repeats (the median is reported).")
 flags.DEFINE_integer("steps_per_repeat", 0, "Steps per timed repeat; 0 = enough for ~1 s.")
 flags.DEFINE_integer("num_attributes", 73, "Attributes per example (73: LFW, the paper's data).")
@@ -423,7 +425,7 @@ class Step:
         self.executed_flops, self.flop_notes = count_flops(
             functools.partial(lib.train_step, config=self.config), state, host_batch,
             self._keys[0])
-        plain = get_config(model, preset, batch_size, "xla", dtype)
+        plain = get_config(model, preset, batch_size, "xla", dtype, decoder_variance)
         plain_step = functools.partial(lib.train_step, config=plain)
         self.model_flops = self.executed_flops if self.resolved_impl == "xla" else \
             count_flops(plain_step, state, host_batch, self._keys[0])[0]
@@ -495,7 +497,8 @@ def record(step: Step, seconds_per_step: list[float], peak: dict[str, Any],
     return {
         "model": step.model, "preset": step.preset, "batch_size": step.batch_size,
         "conv_impl": step.conv_impl, "resolved_conv_impl": step.resolved_impl,
-        "dtype": dtype,
+        "dtype": dtype, "decoder_variance": presets.resolve_likelihood(
+            step.config.model)["decoder_variance"],
         "compile_seconds": round(step.compile_seconds, 2),
         "seconds_per_step_median": median,
         "seconds_per_step": seconds_per_step,
@@ -538,18 +541,19 @@ def describe_peaks(peak: dict[str, Any]) -> str:
 def markdown_table(records: list[dict[str, Any]]) -> str:
     """The records as a Markdown table."""
     lines = [
-        "| model | preset | batch | dtype | conv_impl | compile s | s/step (median) | steps/s "
+        "| model | preset | decoder variance | batch | dtype | conv_impl | compile s | s/step (median) | steps/s "
         "| images/s | model GFLOP/step | executed GFLOP/step | executed GFLOP/s "
         "| utilisation (executed / peak) | MFU (model / peak) | MFU vs measured matmul "
         "| neighbours' CPU |",
-        "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
         "| ---: | ---: | ---: |",
     ]
     for r in records:
         impl = r["conv_impl"] if r["conv_impl"] == r["resolved_conv_impl"] else \
             f"{r['conv_impl']} ({r['resolved_conv_impl']})"
         lines.append(
-            f"| {r['model']} | {r['preset']} | {r['batch_size']} | {r['dtype']} | {impl} "
+            f"| {r['model']} | {r['preset']} | {r.get('decoder_variance', '?')} "
+            f"| {r['batch_size']} | {r['dtype']} | {impl} "
             f"| {r['compile_seconds']:.1f} | {r['seconds_per_step_median']:.4f} "
             f"| {r['steps_per_second']:.3f} | {r['images_per_second']:.1f} "
             f"| {r['model_flops_per_step'] / 1e9:.2f} "
@@ -587,7 +591,8 @@ def main(argv):
                 # All implementations of one configuration are built first, then timed in
                 # alternation, so that a change in the machine's load hits them alike.
                 steps = [Step(model, preset, batch_size, impl, FLAGS.num_attributes,
-                              dtype=dtype)
+                              dtype=dtype, decoder_variance=variance or None)
+                         for variance in FLAGS.decoder_variances
                          for dtype in FLAGS.dtypes for impl in FLAGS.conv_impls]
                 n = FLAGS.steps_per_repeat or steps_for(min(s.time(1) for s in steps))
                 times = {id(s): [] for s in steps}

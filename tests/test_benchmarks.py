@@ -30,7 +30,7 @@ def test_train_throughput_records(tmp_path):
     out = tmp_path / "tt.json"
     _run(["benchmarks/train_throughput.py", "--models=cmma", "--presets=tiny",
           "--batch_sizes=4", "--conv_impls=xla,fast_cpu", "--dtypes=float32,bfloat16",
-          "--repeats=2", "--steps_per_repeat=1", "--peak_repeats=2", "--peak_size=512",
+          "--decoder_variances=,fixed", "--repeats=2", "--steps_per_repeat=1", "--peak_repeats=2", "--peak_size=512",
           f"--out={out}"])
     payload = json.loads(out.read_text())
     assert payload["environment"]["backend"] == "cpu" and payload["complete"]
@@ -40,9 +40,9 @@ def test_train_throughput_records(tmp_path):
         if peak["theoretical"]:
             assert peak["used"] >= peak["theoretical"] and peak["includes_theoretical"]
     records = payload["results"]
-    assert {(r["model"], r["dtype"], r["conv_impl"]) for r in records} == {
-        ("cmma", d, c) for d in ("float32", "bfloat16")
-        for c in ("xla", "fast_cpu")}
+    assert {(r["model"], r["dtype"], r["conv_impl"], r["decoder_variance"]) for r in records} == {
+        ("cmma", d, c, v) for d in ("float32", "bfloat16")
+        for c in ("xla", "fast_cpu") for v in ("pixel", "fixed")}  # "": the preset's (pixel)
     for r in records:
         assert len(r["seconds_per_step"]) == 2 and r["seconds_per_step_median"] > 0
         assert r["images_per_second"] == pytest.approx(4 * r["steps_per_second"])
@@ -58,12 +58,16 @@ def test_train_throughput_records(tmp_path):
             assert r["executed_flops_per_step"] == r["model_flops_per_step"]
         else:  # the fused polyphase upsampling executes fewer FLOPs than the plain layers
             assert r["executed_flops_per_step"] < 0.7 * r["model_flops_per_step"]
-    # The model's FLOPs (counted on the plain layers) do not depend on the implementation.
+    # The model's FLOPs (counted on the plain layers) do not depend on the implementation; a
+    # fixed variance drops the per-pixel log-variance head.
     for d in ("float32", "bfloat16"):
-        flops = {r["model_flops_per_step"] for r in records if r["dtype"] == d}
-        assert len(flops) == 1, flops
+        flops = {v: {r["model_flops_per_step"] for r in records
+                     if r["dtype"] == d and r["decoder_variance"] == v} for v in ("pixel", "fixed")}
+        assert len(flops["pixel"]) == 1 and len(flops["fixed"]) == 1, flops
+        assert min(flops["fixed"]) < min(flops["pixel"])
     table = (tmp_path / "tt.md").read_text()
-    assert table.count("\n| cmma | tiny | 4 |") == 4
+    assert table.count("\n| cmma | tiny | pixel | 4 |") == 4
+    assert table.count("\n| cmma | tiny | fixed | 4 |") == 4
     assert "utilisation is against the" in table
 
 
