@@ -86,6 +86,8 @@ flags.DEFINE_float("block_s", 1.0, "Seconds of back-to-back steps timed per turn
 flags.DEFINE_enum("decoder_variance", None, ["pixel", "fixed"], "The decoder's variance on both "
                   "sides (default: the preset's, `presets.resolve_likelihood`: paper pixel, small "
                   "fixed).")
+flags.DEFINE_float("gap_s", 0.0, "Seconds of sleep before each timed turn, so that the worker "
+                   "threads the other runtime left spinning go idle first (0: none).")
 flags.DEFINE_bool("check", False, "Copy the JAX parameters into torch and compare loss and "
                   "gradients on one batch, then exit.")
 FLAGS.set_default("out", "benchmarks/results/torch_reference.json")
@@ -431,6 +433,7 @@ def compare(preset: str, batch_size: int, peak: dict[str, Any]) -> list[dict[str
     with quiet.Monitor() as monitor:
         for _ in range(FLAGS.repeats):  # alternating: a block of each in turn
             for name, runner in runners:
+                time.sleep(FLAGS.gap_s)
                 run(runner, 1)  # untimed: the other framework's threads settle
                 times[name].append(run(runner, block[name]))
     jax_steps = {name: r for name, r in runners if isinstance(r, tt.Step)}
