@@ -7,7 +7,7 @@ r"""Learning curves of trained workdirs: flags -> one call to
         --run="paper/CMMA=runs/paper/cmma" --run="paper/CVAE=runs/paper/cvae"
 
 Each --run is `panel/label=workdir,workdir,...`: one line per workdir, in the panel's plot, the
-label's colour. Writes <output>.md (last and best value of each run), <output>.json (the curves)
+label's colour. A label may hold "=" (e.g. "CMMA lr=1e-3"): the workdirs follow the last one. Writes <output>.md (last and best value of each run), <output>.json (the curves)
 and <output>.png (needs matplotlib: pip install -e ".[plots]"; --noplot skips it).
 """
 
@@ -23,10 +23,11 @@ flags.DEFINE_bool("plot", True, "Write the PNG (matplotlib).")
 
 
 def parse_runs(specs):
-    """{panel: {label: [workdirs]}} from `panel/label=w1,w2` strings (order kept)."""
+    """{panel: {label: [workdirs]}} from `panel/label=w1,w2` strings (order kept); the workdirs
+    follow the last "=", so a label may contain one."""
     runs = {}
     for spec in specs:
-        head, sep, paths = spec.partition("=")
+        head, sep, paths = spec.rpartition("=")
         panel, slash, label = head.partition("/")
         if not sep or not slash or not panel or not label or not paths:
             raise app.UsageError(f"--run={spec!r}: expected panel/label=workdir[,workdir...], "

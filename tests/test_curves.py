@@ -58,10 +58,12 @@ def test_the_door_writes_table_curves_and_plot(tiny_data_dir, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     result = run_command(
         [sys.executable, "launch/learning_curves.py", f"--output={out}",
-         f"--run=small/CMMA={a},{b}", f"--run=paper/CVAE={b}", "--title=t"], cwd=REPO, env=env)
+         f"--run=small/CMMA={a},{b}", f"--run=paper/CVAE σ=0.05={b}", "--title=t"], cwd=REPO,
+        env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads(open(f"{out}.json").read())
     assert list(saved) == ["small", "paper"] and list(saved["small"]) == ["CMMA"]
+    assert list(saved["paper"]) == ["CVAE σ=0.05"]  # a label may hold "="
     assert saved["small"]["CMMA"][1]["epochs"] == [2.0, 4.0, 6.0]  # batch 16 over 256 faces
     from PIL import Image
     image = np.asarray(Image.open(f"{out}.png").convert("RGB"))
