@@ -1,4 +1,5 @@
-"""The architecture presets: ONE table of network sizes and training defaults per preset name.
+"""The architecture presets: ONE table of network sizes, decoder likelihood and training defaults
+per preset name.
 
 A preset names a scale of the whole experiment: the widths of the networks (`SIZE_FIELDS`, read by
 `cmma_jax.nets` through `resolve_sizes`), the decoder's likelihood (`LIKELIHOOD_FIELDS`, through
