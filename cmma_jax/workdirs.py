@@ -30,7 +30,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cmma_jax import checkpoints, convergence, files
+from cmma_jax import checkpoints, convergence, files, presets
 from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.models import MODELS
 
@@ -65,7 +65,7 @@ class WorkdirLockedError(RuntimeError):
 ADDED_FIELDS: tuple[tuple[tuple[str, ...], str, Any], ...] = (
     (("cvae",), "model.condition_decoder", True),
     (("cmma", "cvae", "cgan", "vlae"), "model.decoder_variance", "pixel"),
-    (("cmma", "cvae", "cgan", "vlae"), "model.decoder_sigma", 0.05),
+    (("cmma", "cvae", "cgan", "vlae"), "model.decoder_sigma", presets.DEFAULT_DECODER_SIGMA),
     (("cmma", "cvae", "cgan", "vlae"), "training.stop_patience", None),
     (("cmma", "cvae", "cgan", "vlae"), "training.stop_min_delta", 0.0),
     (("cmma", "cvae", "cgan", "vlae"), "training.stop_metric", "val_elbo"),
@@ -218,9 +218,8 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
         flags = " ".join(config_flag(k, a) for k, a, _ in differences)
         raise WorkdirMismatchError(
             f"{workdir} holds a run with other settings; these fields change the model, the data "
-            f"or the optimizer and must match to resume:\n{lines}\nResume with the workdir's "
-            f"settings (e.g. {flags}), or start fresh with another --workdir (or delete "
-            f"{workdir}).")
+            f"or the optimizer and must match to resume:\n{lines}\n{fresh} The workdir's "
+            f"settings: {flags}")
     if attribute_names is not None and tuple(attribute_names) != tuple(old_names):
         raise WorkdirMismatchError(
             f"{workdir} holds a run on other attributes ({len(old_names)}: {', '.join(old_names[:5])}"

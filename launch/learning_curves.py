@@ -7,8 +7,9 @@ r"""Learning curves of trained workdirs: flags -> one call to
         --run="paper/CMMA=runs/paper/cmma" --run="paper/CVAE=runs/paper/cvae"
 
 Each --run is `panel/label=workdir,workdir,...`: one line per workdir, in the panel's plot, the
-label's colour. A label may hold "=" (e.g. "CMMA lr=1e-3"): the workdirs follow the last one. Writes <output>.md (last and best value of each run), <output>.json (the curves)
-and <output>.png (needs matplotlib: pip install -e ".[plots]"; --noplot skips it).
+label's colour. A label may hold "=" (e.g. "CMMA lr=1e-3"): the workdirs follow the last one.
+Writes <output>.md (last and best value of each run), <output>.json (the curves) and
+<output>.png (needs matplotlib: pip install -e ".[plots]"; --noplot skips it).
 """
 
 from absl import app, flags

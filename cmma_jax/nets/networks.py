@@ -52,7 +52,6 @@ IMAGE_CHANNELS = IMAGE_SHAPE[-1]
 DECODER_VARIANCES = ("pixel", "channel", "shared", "fixed")
 
 
-
 # ---------------------------------------------------------------------------------------------
 # f: the attribute MLP
 
@@ -293,8 +292,8 @@ def _mirror_convolutions(module: nn.Module, h: Array, log_var: bool,
             -> heads (full conv5, c1 -> 3) -> 64
 
     Called from the `nn.compact` method of `module` (its `features`, `log_var_range`, `conv_impl`,
-    `dtype`, `variance` and `sigma`), whose scope holds the layers "conv3", "conv2" and "heads". `inject(stage, h)`
-    may add features to the input of the layer mirroring encoder stage `stage` (2, 1, 0).
+    `dtype`, `variance` and `sigma`), whose scope holds the layers "conv3", "conv2" and "heads".
+    `inject(stage, h)` may add features to the input of the layer mirroring encoder stage `stage` (2, 1, 0).
     """
     c1, c2, _ = module.features
     k1, k2, k3 = ENCODER_KERNELS
