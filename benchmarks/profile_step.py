@@ -13,7 +13,10 @@ belongs to (forward, backward, the optimizer). PyTorch: the same step of
 eager) under `torch.profiler`, its operators' self time grouped the same way. Both print a table
 per category (ms per step and share) and the most expensive operations, and write them to
 `--out` (.json and .md). Times under the profiler are a little slower than without it; compare
-the shares, and take speed from `torch_reference.py`. The load and the neighbours' CPU share are
+the shares, and take speed from `torch_reference.py`. XLA's CPU runtime runs Eigen's
+convolutions and matmuls asynchronously (their events cover the launch only): the time after such
+a launch during which no operation runs is counted as that operation's (`attribute_async`, an
+estimate), the rest as "no operation running" (between steps, waits). The load and the neighbours' CPU share are
 recorded (benchmarks/quiet.py): profile on a quiet machine.
 """
 
@@ -130,20 +133,60 @@ def profile_jax(preset: str, batch_size: int, steps: int) -> dict[str, Any]:
     with gzip.open(path) as f:
         trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    per_op: dict[str, float] = collections.Counter()
-    for e in events:
-        name = e.get("name", "")
-        if e.get("ph") == "X" and name in index and index[name]["opcode"] not in (
-                "while", "call", "conditional"):
-            per_op[name] += e.get("dur", 0.0) / 1e3 / steps  # ms per step
+    timed = [(e["name"], e["ts"], e.get("dur", 0.0)) for e in events
+             if e.get("ph") == "X" and e.get("name", "") in index
+             and index[e["name"]]["opcode"] not in ("while", "call", "conditional")]
+    traced, launched_ms, idle = attribute_async(timed, {n for n, i in index.items()
+                                                         if i["opcode"] in ASYNC_OPCODES})
     ops = []
-    for name, ms in per_op.items():
+    for name, us in traced.items():
         info = index[name]
-        ops.append({"name": name, "ms": ms, "category": _category(info["opcode"], info["inner"],
-                                                                    name),
+        ops.append({"name": name, "ms": (us + launched_ms.get(name, 0.0)) / 1e3 / steps,
+                    "async_ms": launched_ms.get(name, 0.0) / 1e3 / steps,
+                    "category": _category(info["opcode"], info["inner"], name),
                     "phase": _phase(info["op_name"]),
                     "source": info["op_name"].replace("jit(train_step)/", "")[:90]})
-    return _summary("jax " + step.resolved_impl, ops, wall, monitor)
+    return _summary("jax " + step.resolved_impl, ops, wall, monitor, idle / 1e3 / steps)
+
+
+# XLA's CPU runtime runs these (Eigen's convolutions and matmuls, not the YNNPACK fusions)
+# asynchronously: the thunk's trace event covers only the launch (microseconds) and the work runs
+# on the intra-op threads without an event of its own, so that the profile shows it as time
+# during which no operation runs (2026-12-07: a paper-preset step had 600 ms of such "gaps", 90%
+# of them right after the launch of an Eigen convolution or of a matmul in a patch loop).
+ASYNC_OPCODES = ("convolution", "dot")
+
+
+def attribute_async(timed: list[tuple[str, float, float]], asynchronous: set[str]
+                    ) -> tuple[dict[str, float], dict[str, float], float]:
+    """Splits a trace's uncovered time between the asynchronous operations and idleness.
+
+    Args:
+      timed: (operation, start, duration) of every traced operation (any time unit).
+      asynchronous: the operations whose event covers only their launch (`ASYNC_OPCODES`).
+
+    Returns:
+      (traced time per operation, time attributed to each asynchronous operation, idle time).
+      Time during which no traced operation runs is a gap; a gap that follows the launch of an
+      asynchronous operation (the last one launched since the previous gap) is that operation's
+      work, the others are idle. An estimate, and a lower bound for the asynchronous operations:
+      their work that overlaps another operation (on the other thread) is not counted.
+    """
+    traced: dict[str, float] = collections.Counter()
+    launched: dict[str, float] = collections.Counter()
+    idle, covered, pending = 0.0, None, None
+    for name, start, duration in sorted(timed, key=lambda t: t[1]):
+        traced[name] += duration
+        if covered is not None and start > covered:
+            if pending is None:
+                idle += start - covered
+            else:
+                launched[pending] += start - covered
+            pending = None
+        if name in asynchronous:
+            pending = name
+        covered = start + duration if covered is None else max(covered, start + duration)
+    return dict(traced), dict(launched), idle
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,13 +267,19 @@ def profile_torch(preset: str, batch_size: int, steps: int) -> dict[str, Any]:
 # Tables
 
 
-def _summary(label: str, ops: list[dict[str, Any]], wall: float,
-             monitor: quiet.Monitor) -> dict[str, Any]:
+def _summary(label: str, ops: list[dict[str, Any]], wall: float, monitor: quiet.Monitor,
+             idle: float | None = None) -> dict[str, Any]:
+    """`idle`: ms per step during which no operation ran (default: the wall time not covered
+    by the sum of the operations, for a runtime whose operations run one after another)."""
     total = sum(o["ms"] for o in ops)
+    if idle is None:
+        idle = max(0.0, 1e3 * wall - total)
     by_category = {c: sum(o["ms"] for o in ops if o["category"] == c) for c in CATEGORIES}
     phases = sorted({o["phase"] for o in ops})
     by_phase = {p: sum(o["ms"] for o in ops if o["phase"] == p) for p in phases}
     return {"label": label, "wall_ms_per_step": 1e3 * wall, "op_ms_per_step": total,
+            "idle_ms_per_step": idle,
+            "async_ms_per_step": sum(o.get("async_ms", 0.0) for o in ops),
             "by_category": by_category, "by_phase": by_phase,
             "ops": sorted(ops, key=lambda o: -o["ms"]), **monitor.summary()}
 
@@ -244,6 +293,10 @@ def markdown(profiles: list[dict[str, Any]], top: int) -> str:
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines.append("| sum of operations | " + " | ".join(f"{p['op_ms_per_step']:.1f}"
                                                        for p in profiles) + " |")
+    lines.append("| of which asynchronous work, estimated | " + " | ".join(
+        f"{p['async_ms_per_step']:.1f}" for p in profiles) + " |")
+    lines.append("| no operation running | " + " | ".join(f"{p['idle_ms_per_step']:.1f}"
+                                                          for p in profiles) + " |")
     lines.append("| wall time of a step (profiled) | " + " | ".join(
         f"{p['wall_ms_per_step']:.1f}" for p in profiles) + " |")
     lines += ["", "By part of the step (ms/step): " + "; ".join(
@@ -253,7 +306,9 @@ def markdown(profiles: list[dict[str, Any]], top: int) -> str:
         lines += ["", f"The {top} most expensive operations, {p['label']}:", "",
                   "| operation | ms/step | category | part | source |", "| --- | ---: | --- | --- | --- |"]
         for o in p["ops"][:top]:
-            lines.append(f"| `{o['name'][:60]}` | {o['ms']:.2f} | {o['category']} | {o['phase']} "
+            asynchronous = f" ({o['async_ms']:.2f} asynchronous)" if o.get("async_ms") else ""
+            lines.append(f"| `{o['name'][:60]}` | {o['ms']:.2f}{asynchronous} | {o['category']} "
+                         f"| {o['phase']} "
                          f"| {o['source'].replace('|', '/')} |")
     lines += ["", quiet.describe(profiles)]
     return "\n".join(lines)

@@ -281,12 +281,19 @@ def _temp_bytes(method: str, x_shape, ci: int, co: int, k: int, pad: int) -> int
     return 0
 
 
-def _correlate(x, w, pad, which):
+def _correlate(x, w, pad, which, bias=None):
+    """The correlation by the chosen method, plus `bias` (if given). The patch methods add it
+    inside their loop, with each chunk, rather than in another pass over the whole output: the
+    paper CMMA's step 1.03x faster (its first layer's output is 177 MB at batch 64). XLA's own
+    convolutions add it after their concatenation (per chunk measured no faster)."""
     ci, co, k = w.shape[2], w.shape[3], w.shape[0]
     method = OVERRIDE.get(which) or _choose_corr(ci, co, k)
-    fn = functools.partial(_CORR[method], w=w, pad=pad)
-    return _chunked(lambda a: fn(a), _chunks(method, x.shape, ci, co, k, pad), x,
-                    unroll=method == "xla")
+    corr = functools.partial(_CORR[method], w=w, pad=pad)
+    b = None if bias is None else bias[None, None, None, :]
+    in_loop = b is not None and method != "xla"
+    y = _chunked(lambda a: corr(a) + b if in_loop else corr(a),
+                 _chunks(method, x.shape, ci, co, k, pad), x, unroll=method == "xla")
+    return y if b is None or in_loop else y + b
 
 
 def _weight_grad(x, dy, k, pad):
@@ -299,7 +306,7 @@ def _weight_grad(x, dy, k, pad):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _conv(x: Array, kernel: Array, bias: Array, padding: int) -> Array:
-    return _correlate(x, kernel, padding, "fwd") + bias[None, None, None, :]
+    return _correlate(x, kernel, padding, "fwd", bias)
 
 
 def _conv_fwd(x, kernel, bias, padding):

@@ -350,11 +350,38 @@ def test_profile_step_tables(tmp_path):
         assert p["ops"] and p["op_ms_per_step"] > 0 and p["wall_ms_per_step"] > 0
         assert sum(p["by_category"].values()) == pytest.approx(p["op_ms_per_step"])
         assert sum(p["by_phase"].values()) == pytest.approx(p["op_ms_per_step"])
+        assert 0 <= p["async_ms_per_step"] <= p["op_ms_per_step"] and p["idle_ms_per_step"] >= 0
         assert {"load_before", "neighbours_cpu_share", "busy"} <= set(p)
     jax_ops = profiles[0]["ops"]
     assert any(o["category"] == "convolution" for o in jax_ops)
     assert any(o["phase"] == "backward" for o in jax_ops)
     assert "| category |" in (tmp_path / "profile.md").read_text()
+
+
+def test_profile_attributes_asynchronous_work():
+    """An asynchronous operation's event covers only its launch: the time after it during which
+    nothing runs is its work, up to the next operation; other uncovered time is idle. A
+    hand-made timeline (start, duration) with the answer worked out by hand."""
+    import profile_step
+    timed = [("conv", 0.0, 5.0),      # launched at 0, its work runs until the next op at 100
+             ("relu", 100.0, 10.0),   # then 20 idle
+             ("add", 130.0, 10.0),    # overlaps "dot"'s launch below: no gap between them
+             ("dot", 135.0, 2.0),     # launched; "mul" runs beside it, then a gap of 60
+             ("mul", 138.0, 12.0),
+             ("copy", 210.0, 5.0),    # after the gap that "dot" is charged with
+             ("copy", 300.0, 5.0)]    # 85 idle: the last async launch was charged already
+    traced, launched, idle = profile_step.attribute_async(timed, {"conv", "dot"})
+    assert traced == {"conv": 5.0, "relu": 10.0, "add": 10.0, "dot": 2.0, "mul": 12.0,
+                      "copy": 10.0}
+    assert launched == {"conv": 95.0, "dot": 60.0}
+    assert idle == 20.0 + 85.0
+    # Every instant from the first start to the last end is traced, charged or idle.
+    covered = 0.0
+    end = None
+    for _, start, duration in sorted(timed, key=lambda t: t[1]):
+        covered += max(0.0, start + duration - max(start, end or start))
+        end = start + duration if end is None else max(end, start + duration)
+    assert covered + sum(launched.values()) + idle == 305.0
 
 
 def _has_torch() -> bool:
