@@ -4,8 +4,9 @@ For each model, preset, batch size and convolution implementation (`model.conv_i
 devices present: the step the trainer runs (`cmma_jax.train.make_step`: `jax.jit` of
 `functools.partial(model.train_step, config=config)`, state donated, batch sharded over a mesh of
 all devices) is compiled first (compile time reported separately), then timed over repeats with
-`block_until_ready()`; the median is reported. A trace counter (`chex.assert_max_traces(n=1)`)
-fails the run if the step is ever traced twice (a recompile).
+`block_until_ready()`; the median is reported. A trace counter (`chex.assert_max_traces`, once per
+step of a call) fails the run if the step is ever traced again (a recompile). `--steps_per_call`
+times several steps in one compiled call (`training.steps_per_call`) as another implementation.
 
 FLOPs (`count_flops`, 2 per multiply-add, read off the program's jaxpr, not off XLA):
   executed_flops: the matmuls (`dot_general`) and convolutions (`conv_general_dilated`) of the
@@ -87,6 +88,8 @@ flags.DEFINE_list("conv_impls", ["xla", "fast_cpu"], "Convolution implementation
                   "(model.conv_impl: xla, fast_cpu, auto).")
 flags.DEFINE_list("dtypes", ["float32"], "Compute dtypes (model.dtype: float32, bfloat16); the "
                   "parameters stay float32.")
+flags.DEFINE_list("steps_per_call", ["1"], "Training steps per compiled call "
+                  "(training.steps_per_call): each value is timed as its own implementation.")
 flags.DEFINE_list("decoder_variances", [""], "Decoder variances (model.decoder_variance: pixel, "
                   "channel, shared, fixed; empty = the preset's: paper pixel, small fixed).")
 flags.DEFINE_integer("repeats", 5, "Timed repeats (the median is reported).")
@@ -402,25 +405,33 @@ class Step:
 
     def __init__(self, model: str, preset: str, batch_size: int, conv_impl: str,
                  num_attributes: int = 73, seed: int = 0, dtype: str = "float32",
-                 decoder_variance: str | None = None):
+                 decoder_variance: str | None = None, steps_per_call: int = 1):
         self.model, self.preset, self.batch_size = model, preset, batch_size
         self.conv_impl = conv_impl
+        self.steps_per_call = int(steps_per_call)
         self.resolved_impl = nets.resolve_conv_impl(conv_impl)
         self.config = get_config(model, preset, batch_size, conv_impl, dtype, decoder_variance)
+        self.config.training.steps_per_call = self.steps_per_call
         lib = MODELS[model]
         host_batch = make_batch(batch_size, num_attributes, seed)
         state = lib.init_state(jax.random.key(seed), self.config, host_batch)
         mesh = parallel.make_mesh()
         chex.clear_trace_counter()
-        # The trainer's own step construction, with a trace counter around the model's step.
-        fns = train.make_step(chex.assert_max_traces(lib.train_step, n=1), self.config, mesh)
-        self._step = fns.step
+        # The trainer's own step construction, with a trace counter around the model's step
+        # (traced once in each of the steps of a call).
+        fns = train.make_step(chex.assert_max_traces(lib.train_step, n=self.steps_per_call),
+                               self.config, mesh)
+        self._step, self._fns = fns.step, fns
         self.state = fns.place_state(state)
         self.batch = fns.place_batch(host_batch)
         self._keys = [jax.random.fold_in(jax.random.key(seed + 1), i) for i in range(64)]
         self._calls = 0
         start = time.perf_counter()
-        self._step.lower(self.state, self.batch, self._keys[0]).compile()
+        if self.steps_per_call == 1:
+            self._step.lower(self.state, self.batch, self._keys[0]).compile()
+        else:
+            fns.steps.lower(self.state, [self.batch] * self.steps_per_call,
+                            self._keys[:self.steps_per_call]).compile()
         self.compile_seconds = time.perf_counter() - start
         self.executed_flops, self.flop_notes = count_flops(
             functools.partial(lib.train_step, config=self.config), state, host_batch,
@@ -434,20 +445,23 @@ class Step:
         self.run(1)  # the first call (a cache hit of the compilation above) and warm-up
 
     def run(self, steps: int) -> dict[str, jax.Array]:
-        """Runs `steps` steps and waits for them; returns the last metrics."""
+        """Runs `steps` steps (rounded up to whole calls of `steps_per_call`) and waits for them;
+        returns the last metrics."""
         metrics = None
-        for _ in range(steps):
-            key = self._keys[self._calls % len(self._keys)]
-            self.state, metrics = self._step(self.state, self.batch, key)
-            self._calls += 1
+        k = self.steps_per_call
+        for _ in range(-(-steps // k)):
+            keys = [self._keys[(self._calls + i) % len(self._keys)] for i in range(k)]
+            self.state, (*_, metrics) = self._fns.run(self.state, [self.batch] * k, keys)
+            self._calls += k
         jax.block_until_ready((self.state, metrics))
         return metrics
 
     def time(self, steps: int) -> float:
-        """Seconds for `steps` steps, waited for."""
+        """Seconds for `steps` steps, waited for (whole calls are timed and prorated)."""
         start = time.perf_counter()
         metrics = self.run(steps)
-        seconds = time.perf_counter() - start
+        ran = -(-steps // self.steps_per_call) * self.steps_per_call
+        seconds = (time.perf_counter() - start) * steps / ran
         loss = float(metrics["loss"])
         if not np.isfinite(loss):
             raise FloatingPointError(f"Non-finite loss {loss} in {self.describe()}.")
@@ -455,7 +469,8 @@ class Step:
 
     def describe(self) -> str:
         return (f"{self.model}/{self.preset} batch {self.batch_size} conv_impl={self.conv_impl}"
-                f"({self.resolved_impl})")
+                f"({self.resolved_impl})" + (f", {self.steps_per_call} steps a call"
+                                             if self.steps_per_call > 1 else ""))
 
 
 def _flops(cost) -> float:
@@ -497,7 +512,7 @@ def record(step: Step, seconds_per_step: list[float], peak: dict[str, Any],
     return {
         "model": step.model, "preset": step.preset, "batch_size": step.batch_size,
         "conv_impl": step.conv_impl, "resolved_conv_impl": step.resolved_impl,
-        "dtype": dtype, "decoder_variance": presets.resolve_likelihood(
+        "steps_per_call": step.steps_per_call, "dtype": dtype, "decoder_variance": presets.resolve_likelihood(
             step.config.model)["decoder_variance"],
         "compile_seconds": round(step.compile_seconds, 2),
         "seconds_per_step_median": median,
@@ -541,11 +556,13 @@ def describe_peaks(peak: dict[str, Any]) -> str:
 def markdown_table(records: list[dict[str, Any]]) -> str:
     """The records as a Markdown table."""
     lines = [
-        "| model | preset | decoder variance | batch | dtype | conv_impl | compile s | s/step (median) | steps/s "
+        "| model | preset | decoder variance | batch | dtype | conv_impl | steps a call "
+        "| compile s | s/step (median) | steps/s "
         "| images/s | model GFLOP/step | executed GFLOP/step | executed GFLOP/s "
         "| utilisation (executed / peak) | MFU (model / peak) | MFU vs measured matmul "
         "| neighbours' CPU |",
         "| --- | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: "
         "| ---: | ---: | ---: |",
     ]
     for r in records:
@@ -553,7 +570,7 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
             f"{r['conv_impl']} ({r['resolved_conv_impl']})"
         lines.append(
             f"| {r['model']} | {r['preset']} | {r.get('decoder_variance', '?')} "
-            f"| {r['batch_size']} | {r['dtype']} | {impl} "
+            f"| {r['batch_size']} | {r['dtype']} | {impl} | {r.get('steps_per_call', 1)} "
             f"| {r['compile_seconds']:.1f} | {r['seconds_per_step_median']:.4f} "
             f"| {r['steps_per_second']:.3f} | {r['images_per_second']:.1f} "
             f"| {r['model_flops_per_step'] / 1e9:.2f} "
@@ -591,9 +608,11 @@ def main(argv):
                 # All implementations of one configuration are built first, then timed in
                 # alternation, so that a change in the machine's load hits them alike.
                 steps = [Step(model, preset, batch_size, impl, FLAGS.num_attributes,
-                              dtype=dtype, decoder_variance=variance or None)
+                              dtype=dtype, decoder_variance=variance or None,
+                              steps_per_call=int(per_call))
                          for variance in FLAGS.decoder_variances
-                         for dtype in FLAGS.dtypes for impl in FLAGS.conv_impls]
+                         for dtype in FLAGS.dtypes for impl in FLAGS.conv_impls
+                         for per_call in FLAGS.steps_per_call]
                 n = FLAGS.steps_per_repeat or steps_for(min(s.time(1) for s in steps))
                 times = {id(s): [] for s in steps}
                 with quiet.Monitor() as monitor:

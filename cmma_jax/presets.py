@@ -45,6 +45,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         log_every=100,
         sample_every=2_000,
         checkpoint_every=2_000,
+        # One step a call: at 1.8 s a step on a CPU the start of a call does not count, and
+        # nobody has measured an accelerator (cmma_jax.steps).
+        steps_per_call=1,
     ),
     # Trains to recognisable faces on a 2-core CPU in minutes: 0.2-0.3 s per CMMA step at batch 16
     # there (the decoder's output convolutions, at 64x64, dominate; their cost grows with the
@@ -71,6 +74,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         log_every=50,
         sample_every=500,
         checkpoint_every=500,
+        # Two steps in each compiled call: 1.08x the images per second on a quiet 2-core CPU
+        # (benchmarks/RESULTS.md, 2026-12-07); the same steps.
+        steps_per_call=2,
     ),
     # For tests only: one jitted step compiles in seconds.
     "tiny": dict(
@@ -89,6 +95,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         log_every=5,
         sample_every=10,
         checkpoint_every=10,
+        steps_per_call=1,
     ),
 }
 
@@ -103,7 +110,8 @@ SIZE_FIELDS = (
 # the pixel variance depends on (`cmma_jax.nets.DECODER_VARIANCES`) and σ when it is "fixed".
 LIKELIHOOD_FIELDS = ("decoder_variance", "decoder_sigma")
 # The training settings of a preset (`training.<field>` in a config; None there = the preset's).
-TRAINING_FIELDS = ("batch_size", "num_steps", "log_every", "sample_every", "checkpoint_every")
+TRAINING_FIELDS = ("batch_size", "num_steps", "log_every", "sample_every", "checkpoint_every",
+                   "steps_per_call")
 
 
 def resolve_preset_name(name: str) -> str:

@@ -2,6 +2,12 @@
 replicated) or pmapped, with the functions that move its inputs onto the devices and its outputs
 back (`make_step`, which `cmma_jax.train.fit` runs and the benchmarks time).
 
+Several steps in one call (`config.training.steps_per_call`, `StepFunctions.run` and
+`steps_in_call`): one compiled program runs the steps one after the other, each with its own
+batch and key, the same arithmetic as that many calls. Between two calls XLA's CPU runtime idles
+(starting a program, handing the state over): the small CMMA at batch 16 ran 1.10-1.13x faster
+with two steps a call (quiet 2-core AMD EPYC, 2026-12-07, benchmarks/RESULTS.md).
+
 The names are the trainer's too (`cmma_jax.train.make_step`, `cmma_jax.train.StepFunctions`).
 """
 
@@ -9,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -31,6 +37,8 @@ class StepFunctions:
       place_batch: a host batch (this process's rows) -> the step's input layout.
       unplace_state: the step's state -> one copy (the identity on a mesh).
       unplace_metrics: the step's metrics -> one copy.
+      steps: `(placed state, [placed batch, ...], [key, ...]) -> (state, [metrics, ...])`, as
+        many steps in one compiled call (jitted, state donated; one call of `step` for one).
     """
 
     step: Callable[..., Any]
@@ -38,6 +46,34 @@ class StepFunctions:
     place_batch: Callable[[Mapping[str, np.ndarray]], PyTree]
     unplace_state: Callable[[PyTree], PyTree]
     unplace_metrics: Callable[[PyTree], PyTree]
+    steps: Callable[..., Any] | None = None
+
+    def run(self, state: PyTree, batches: Sequence[PyTree], keys: Sequence[Any]):
+        """`len(batches)` steps from `state` (one call): `(state, [metrics of each step])`."""
+        if len(batches) != len(keys):
+            raise ValueError(f"{len(batches)} batches but {len(keys)} keys.")
+        if len(batches) == 1:
+            state, metrics = self.step(state, batches[0], keys[0])
+            return state, [metrics]
+        if self.steps is None:
+            raise ValueError("Several steps in one call need training.parallelism='mesh'.")
+        return self.steps(state, list(batches), list(keys))
+
+
+def steps_in_call(step: int, num_steps: int, most: int, cadences: Sequence[int]) -> int:
+    """How many steps the trainer's next call runs, from `step` (the steps done so far): `most`,
+    unless the last step comes sooner or one of the steps before the call's last completes a
+    multiple of a cadence (logging, checkpoints, hooks: they need the state after that step);
+    then one. The calls therefore compile for `most` steps and for one, nothing else."""
+    most = int(most)
+    if most < 1:
+        raise ValueError(f"training.steps_per_call must be at least 1, got {most}.")
+    if most == 1 or step + most > num_steps:
+        return 1
+    inner = range(step + 1, step + most)  # the steps completed inside the call, before its last
+    if any(c > 0 and done % c == 0 for done in inner for c in cadences):
+        return 1
+    return most
 
 
 def make_step(train_step: Callable[..., Any], config, mesh=None) -> StepFunctions:
@@ -50,7 +86,11 @@ def make_step(train_step: Callable[..., Any], config, mesh=None) -> StepFunction
       config: the full config, bound to `train_step` with `functools.partial`.
       mesh: the device mesh (default: every device, `parallel.make_mesh()`).
     """
+    per_call = int(config.training.get("steps_per_call", 1) or 1)
     if config.training.get("parallelism", "mesh") == "pmap":
+        if per_call > 1:
+            raise ValueError(f"training.steps_per_call={per_call} needs training.parallelism="
+                             "'mesh' (the default); with 'pmap' set it to 1.")
         step = jax.pmap(
             functools.partial(train_step, config=config, axis_name=parallel.PMAP_AXIS),
             axis_name=parallel.PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=0)
@@ -60,11 +100,20 @@ def make_step(train_step: Callable[..., Any], config, mesh=None) -> StepFunction
                              lambda m: jax.tree_util.tree_map(lambda x: x[0], m))
     mesh = mesh if mesh is not None else parallel.make_mesh()
     repl = parallel.replicated(mesh)
-    step = jax.jit(functools.partial(train_step, config=config),
-                   in_shardings=(repl, parallel.batch_sharding(mesh), repl),
-                   out_shardings=(repl, repl), donate_argnums=0)
-    return StepFunctions(step, lambda s: parallel.replicate(s, mesh),
-                         lambda b: _place_batch_on_mesh(b, mesh), lambda s: s, lambda m: m)
+    one = functools.partial(train_step, config=config)
+    shardings = dict(in_shardings=(repl, parallel.batch_sharding(mesh), repl),
+                     out_shardings=(repl, repl), donate_argnums=0)
+
+    def steps(state, batches, keys):
+        metrics = []
+        for batch, key in zip(batches, keys):
+            state, m = one(state, batch, key)
+            metrics.append(m)
+        return state, metrics
+
+    return StepFunctions(jax.jit(one, **shardings), lambda s: parallel.replicate(s, mesh),
+                         lambda b: _place_batch_on_mesh(b, mesh), lambda s: s, lambda m: m,
+                         steps=jax.jit(steps, **shardings))
 
 
 def _place_batch_on_mesh(batch: Mapping[str, Any], mesh) -> PyTree:

@@ -52,7 +52,7 @@ from cmma_jax.data import resident
 from cmma_jax.models import MODELS
 from cmma_jax.progress import Progress
 # The compiled step lives in cmma_jax.steps; its names are the trainer's too.
-from cmma_jax.steps import StepFunctions, make_step  # noqa: F401
+from cmma_jax.steps import StepFunctions, make_step, steps_in_call  # noqa: F401
 # The README's entry point for loading a trained model; it lives with the other workdir readers.
 from cmma_jax.workdirs import load_trained  # noqa: F401
 
@@ -386,16 +386,24 @@ def fit(workdir: str, config, *, init_state: Callable[[], PyTree], train_step: C
     # out (the first interval includes compilation).
     last_log_time, last_log_step, side_seconds = time.perf_counter(), start_step, 0.0
     notice = _PreemptionNotice(manager)
+    # Steps run `steps_per_call` at a time (cmma_jax.steps), one at a time where a cadence
+    # needs the state after a step inside a call.
+    per_call = int(training.get("steps_per_call", 1) or 1)
+    cadences = [log_every, checkpoint_every, *(h.every for h in hooks),
+                *([convergence.every] if convergence is not None else [])]
     try:
-        for step in range(start_step, num_steps):
-            batch = fns.place_batch(next(train_data.iterator))
-            state, metrics = fns.step(state, batch, jax.random.fold_in(train_key, step))
-            metrics = fns.unplace_metrics(metrics)
-            pending.append(metrics)
-            in_flight.append(metrics["loss"])
-            if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+        done = start_step
+        while done < num_steps:
+            n = steps_in_call(done, num_steps, per_call, cadences)
+            batches = [fns.place_batch(next(train_data.iterator)) for _ in range(n)]
+            state, step_metrics = fns.run(
+                state, batches, [jax.random.fold_in(train_key, done + i) for i in range(n)])
+            for metrics in map(fns.unplace_metrics, step_metrics):
+                pending.append(metrics)
+                in_flight.append(metrics["loss"])
+            while len(in_flight) > MAX_STEPS_IN_FLIGHT:
                 in_flight.pop(0).block_until_ready()
-            done = step + 1
+            done += n
             is_last = done == num_steps
             preempted = notice.reached(done)
             log_now = done % log_every == 0 or is_last or preempted

@@ -44,8 +44,8 @@ LOCK_FILE = ".lock"
 RESUMABLE_FIELDS = frozenset({
     "training.num_steps", "training.log_every", "training.sample_every",
     "training.checkpoint_every", "training.keep_checkpoints", "training.eval_every",
-    "training.num_eval", "training.parallelism", "training.stop_patience",
-    "training.stop_min_delta",
+    "training.num_eval", "training.parallelism", "training.steps_per_call",
+    "training.stop_patience", "training.stop_min_delta",
     "data.data_dir", "data.prepared_dir", "data.worker_count", "data.options.num_workers",
     "model.conv_impl",
 })
@@ -72,6 +72,7 @@ ADDED_FIELDS: tuple[tuple[tuple[str, ...], str, Any], ...] = (
     (("cmma", "cvae", "cgan", "vlae"), "training.kl_warmup_steps", 0),
     (("cmma",), "model.prior_log_var_range", None),
     (("cmma",), "optimizer.prior_lr_scale", None),
+    (("cmma", "cvae", "cgan", "vlae"), "training.steps_per_call", 1),
 )
 
 

@@ -227,3 +227,60 @@ def test_auto_preset_is_small_on_cpu_and_fills_unset_training_fields():
     assert resolved.model.preset == ("small" if jax.default_backend() == "cpu" else "paper")
     assert resolved.training.num_steps == 123  # set: kept
     assert resolved.training.batch_size is not None  # unset: from the preset
+
+
+@pytest.mark.parametrize("step, num_steps, most, cadences, expected", [
+    (0, 8, 1, [2], 1),         # one step a call: always one
+    (0, 8, 2, [2, 4], 2),      # steps 1 and 2: only 2, the call's last, completes a cadence
+    (1, 8, 2, [2, 4], 1),      # steps 2 and 3: 2 is inside the call, so one step
+    (6, 8, 2, [2, 4], 2),      # steps 7 and 8: the last step may end a call
+    (7, 8, 2, [2, 4], 1),      # steps 8 and 9: past the end
+    (0, 100, 4, [50, 10], 4),  # steps 1-4
+    (8, 100, 4, [50, 10], 1),  # steps 9-12 hold 10
+    (4, 100, 4, [50, 10], 4),  # steps 5-8
+    (0, 8, 3, [2], 1),         # 3 never fits between multiples of 2
+    (0, 9, 3, [3, 0], 3),      # a cadence of 0 is no cadence
+])
+def test_steps_in_call(step, num_steps, most, cadences, expected):
+    from cmma_jax import steps
+    assert steps.steps_in_call(step, num_steps, most, cadences) == expected
+
+
+def test_steps_in_call_refuses_fewer_than_one():
+    from cmma_jax import steps
+    with pytest.raises(ValueError, match="steps_per_call must be at least 1"):
+        steps.steps_in_call(0, 8, 0, [2])
+
+
+def test_two_steps_a_call_train_the_same_run(straight_run, tiny_data_dir, tmp_path):
+    """`training.steps_per_call=2`: every call runs two steps (the cadences are even), each
+    with its own batch and key, so the run logs, samples and saves the same steps and ends
+    with the parameters and losses of the run that calls one step at a time (the same
+    arithmetic; XLA may order the sums of one compiled program differently: rounding)."""
+    straight_dir, straight = straight_run
+    config = tiny_config(tiny_data_dir, steps_per_call=2)
+    calls = []
+    original = train.StepFunctions.run
+
+    def counting_run(self, state, batches, keys):
+        calls.append(len(batches))
+        return original(self, state, batches, keys)
+
+    import unittest.mock
+    with unittest.mock.patch.object(train.StepFunctions, "run", counting_run):
+        state = train.train_and_evaluate(config, str(tmp_path))
+    assert calls == [2, 2, 2, 2]
+    assert int(state.step) == 8
+    _assert_same_params(state, straight, rtol=1e-5, atol=1e-6)
+    ours = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    theirs = [json.loads(l) for l in open(os.path.join(straight_dir, "metrics.jsonl"))]
+    assert [l["step"] for l in ours] == [l["step"] for l in theirs] == [2, 4, 6, 8]
+    np.testing.assert_allclose([l["loss"] for l in ours], [l["loss"] for l in theirs],
+                               rtol=1e-5)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "8"]
+
+
+def test_several_steps_a_call_need_the_mesh(tiny_data_dir):
+    config = tiny_config(tiny_data_dir, steps_per_call=2, parallelism="pmap")
+    with pytest.raises(ValueError, match="steps_per_call=2 needs training.parallelism='mesh'"):
+        train.make_step(MODELS["cmma"].train_step, config)

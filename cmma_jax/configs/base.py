@@ -159,6 +159,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # CMMA and the CVAE; 0 = the paper's bound from the first step).
     config.training.kl_warmup_steps = 0
     config.training.parallelism = "mesh"
+    # Training steps per compiled call (cmma_jax.steps): the same steps, fewer starts of the
+    # program; a call runs one step where logging, sampling or saving needs the state inside it.
+    # None = the preset's (2 for "small", 1 otherwise).
+    config.training.steps_per_call = config_dict.placeholder(int)
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"

@@ -185,6 +185,7 @@ FIELDS: dict[str, dict[str, Rule]] = {
         "stop_min_delta": Rule("float", low=0),
         "kl_warmup_steps": _int(0),
         "parallelism": Rule("choice", choices=("mesh", "pmap")),
+        "steps_per_call": _positive_int(),
         "flip": Rule("bool"),
     },
     "optimizer": {
