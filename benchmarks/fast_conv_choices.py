@@ -6,7 +6,8 @@ r"""The trainer's step with each of `fast_conv`'s choices forced, timed in alter
 Variants: the automatic choice, "dw=xpatches", "dw=xla", "dw=dypatches" (the patch matmuls of
 dy), the automatic choice with 64 MB chunks ("64MB_chunks") and with XLA's own convolutions in
 chunks of 16 or 4 examples or over the whole batch ("xla_chunk_16", "xla_chunk_4",
-"xla_unchunked"; automatic: 8), and the choices before 2026-12-07 at batch 64 ("before_b64");
+"xla_unchunked"; automatic: 8), the choices before 2026-12-07 at batch 64 ("before_b64") and
+the bias added after the patch methods' loop ("bias_after_loop": the paper preset's layers);
 `--variants` picks some. Prints
 ms/step, images/s and the speed against the automatic choice, with the machine's conditions
 (benchmarks/quiet.py).
@@ -34,7 +35,9 @@ VARIANTS = {"auto": {}, "dw=xpatches": {"dw": "xpatches"}, "dw=xla": {"dw": "xla
             "xla_chunk_4": {"xla_batch": 4},
             # The choices before 2026-12-07: XLA's convolutions over the whole batch, the patch
             # weight gradient above batch 32 ("xla_unchunked" at batches up to 32).
-            "before_b64": {"xla_batch": 1 << 30, "dw": "dypatches"}}
+            "before_b64": {"xla_batch": 1 << 30, "dw": "dypatches"},
+            # Before 2026-12-07, too: the patch methods' bias added after their loop.
+            "bias_after_loop": {"bias_after": True}}
 flags.DEFINE_list("variants", list(VARIANTS), "Which of " + ", ".join(VARIANTS) + " (auto is "
                   "always timed: the others are compared with it).")
 

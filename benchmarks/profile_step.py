@@ -117,7 +117,9 @@ def _phase(op_name: str) -> str:
 
 
 def profile_jax(preset: str, batch_size: int, steps: int) -> dict[str, Any]:
-    step = tt.Step("cmma", preset, batch_size, FLAGS.conv_impls[0], FLAGS.num_attributes)
+    # One step a call: the profile is of one step (its HLO names the traced operations).
+    step = tt.Step("cmma", preset, batch_size, FLAGS.conv_impls[0], FLAGS.num_attributes,
+                   steps_per_call=1)
     hlo = step._step.lower(step.state, step.batch, step._keys[0]).compile().as_text()
     index = _hlo_index(hlo)
     step.run(2)

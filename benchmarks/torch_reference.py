@@ -78,6 +78,9 @@ FLAGS = flags.FLAGS
 # --presets, --batch_sizes, --conv_impls, --repeats, --num_attributes and --out are
 # train_throughput's flags (the JAX side); the CMMA is the only model here.
 flags.DEFINE_list("torch_modes", ["eager", "compile"], "PyTorch modes (eager, compile).")
+flags.DEFINE_list("jax_steps_per_call", [""], "JAX training steps per compiled call "
+                  "(training.steps_per_call; empty: the preset's, as the trainer runs); each "
+                  "value is its own row.")
 flags.DEFINE_list("torch_decoder", ["paper"], "How the torch decoder computes its upsampling "
                   "layers: paper (interpolate, then conv) and/or polyphase (the fused form of "
                   "JAX's fast_cpu path).")
@@ -413,10 +416,14 @@ def compare(preset: str, batch_size: int, peak: dict[str, Any]) -> list[dict[str
     config = tt.get_config("cmma", preset, batch_size, "xla", decoder_variance=variance)
     runners: list[tuple[str, Any]] = []
     for impl in FLAGS.conv_impls:
-        step = tt.Step("cmma", preset, batch_size, impl, FLAGS.num_attributes,
-                       decoder_variance=variance)
-        runners.append((f"jax {impl}" + ("" if step.resolved_impl == impl
-                                         else f" ({step.resolved_impl})"), step))
+        for per_call in FLAGS.jax_steps_per_call:
+            step = tt.Step("cmma", preset, batch_size, impl, FLAGS.num_attributes,
+                           decoder_variance=variance,
+                           steps_per_call=int(per_call) if per_call else None)
+            runners.append((f"jax {impl}" + ("" if step.resolved_impl == impl
+                                             else f" ({step.resolved_impl})")
+                            + (f", {step.steps_per_call} steps a call"
+                               if step.steps_per_call > 1 else ""), step))
     for decoder in FLAGS.torch_decoder:
         for mode in FLAGS.torch_modes:
             name = f"torch {mode}" + ("" if decoder == "paper" else f" {decoder}")

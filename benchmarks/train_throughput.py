@@ -88,8 +88,9 @@ flags.DEFINE_list("conv_impls", ["xla", "fast_cpu"], "Convolution implementation
                   "(model.conv_impl: xla, fast_cpu, auto).")
 flags.DEFINE_list("dtypes", ["float32"], "Compute dtypes (model.dtype: float32, bfloat16); the "
                   "parameters stay float32.")
-flags.DEFINE_list("steps_per_call", ["1"], "Training steps per compiled call "
-                  "(training.steps_per_call): each value is timed as its own implementation.")
+flags.DEFINE_list("steps_per_call", [""], "Training steps per compiled call "
+                  "(training.steps_per_call; empty: the preset's, as the trainer runs): each "
+                  "value is timed as its own implementation.")
 flags.DEFINE_list("decoder_variances", [""], "Decoder variances (model.decoder_variance: pixel, "
                   "channel, shared, fixed; empty = the preset's: paper pixel, small fixed).")
 flags.DEFINE_integer("repeats", 5, "Timed repeats (the median is reported).")
@@ -405,10 +406,12 @@ class Step:
 
     def __init__(self, model: str, preset: str, batch_size: int, conv_impl: str,
                  num_attributes: int = 73, seed: int = 0, dtype: str = "float32",
-                 decoder_variance: str | None = None, steps_per_call: int = 1):
+                 decoder_variance: str | None = None, steps_per_call: int | None = None):
         self.model, self.preset, self.batch_size = model, preset, batch_size
         self.conv_impl = conv_impl
-        self.steps_per_call = int(steps_per_call)
+        # None: the preset's, as the trainer runs it.
+        self.steps_per_call = int(steps_per_call or
+                                  presets.training_defaults(preset)["steps_per_call"])
         self.resolved_impl = nets.resolve_conv_impl(conv_impl)
         self.config = get_config(model, preset, batch_size, conv_impl, dtype, decoder_variance)
         self.config.training.steps_per_call = self.steps_per_call
@@ -609,7 +612,7 @@ def main(argv):
                 # alternation, so that a change in the machine's load hits them alike.
                 steps = [Step(model, preset, batch_size, impl, FLAGS.num_attributes,
                               dtype=dtype, decoder_variance=variance or None,
-                              steps_per_call=int(per_call))
+                              steps_per_call=int(per_call) if per_call else None)
                          for variance in FLAGS.decoder_variances
                          for dtype in FLAGS.dtypes for impl in FLAGS.conv_impls
                          for per_call in FLAGS.steps_per_call]

@@ -73,7 +73,8 @@ decoder's second layer; the "xla" method therefore pads inside the convolution.
 
 `OVERRIDE` (a dict) forces choices for tests and benchmarks, read at trace time: "fwd", "dx"
 (method names above), "dw", "chunks" (a number of chunks), "chunk_bytes", "plain_below",
-"xla_batch" (the most examples per chunk of XLA's own convolutions, `XLA_CHUNK`).
+"xla_batch" (the most examples per chunk of XLA's own convolutions, `XLA_CHUNK`), "bias_after"
+(the bias added after the patch methods' loop, as before 2026-12-07).
 """
 
 from __future__ import annotations
@@ -284,13 +285,14 @@ def _temp_bytes(method: str, x_shape, ci: int, co: int, k: int, pad: int) -> int
 def _correlate(x, w, pad, which, bias=None):
     """The correlation by the chosen method, plus `bias` (if given). The patch methods add it
     inside their loop, with each chunk, rather than in another pass over the whole output: the
-    paper CMMA's step 1.03x faster (its first layer's output is 177 MB at batch 64). XLA's own
-    convolutions add it after their concatenation (per chunk measured no faster)."""
+    paper CMMA's step 1.01-1.03x faster in two quiet runs (its first layer's output is 177 MB at
+    batch 64). XLA's own convolutions add it after their concatenation (per chunk measured no
+    faster)."""
     ci, co, k = w.shape[2], w.shape[3], w.shape[0]
     method = OVERRIDE.get(which) or _choose_corr(ci, co, k)
     corr = functools.partial(_CORR[method], w=w, pad=pad)
     b = None if bias is None else bias[None, None, None, :]
-    in_loop = b is not None and method != "xla"
+    in_loop = b is not None and method != "xla" and not OVERRIDE.get("bias_after")
     y = _chunked(lambda a: corr(a) + b if in_loop else corr(a),
                  _chunks(method, x.shape, ci, co, k, pad), x, unroll=method == "xla")
     return y if b is None or in_loop else y + b

@@ -74,8 +74,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         log_every=50,
         sample_every=500,
         checkpoint_every=500,
-        # Two steps in each compiled call: 1.08x the images per second on a quiet 2-core CPU
-        # (benchmarks/RESULTS.md, 2026-12-07); the same steps.
+        # Two steps in each compiled call: the same steps, 1.07x the steps per second on a quiet
+        # 2-core CPU (median of five comparisons, 0.99-1.13x; benchmarks/RESULTS.md).
         steps_per_call=2,
     ),
     # For tests only: one jitted step compiles in seconds.

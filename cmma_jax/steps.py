@@ -5,8 +5,9 @@ back (`make_step`, which `cmma_jax.train.fit` runs and the benchmarks time).
 Several steps in one call (`config.training.steps_per_call`, `StepFunctions.run` and
 `steps_in_call`): one compiled program runs the steps one after the other, each with its own
 batch and key, the same arithmetic as that many calls. Between two calls XLA's CPU runtime idles
-(starting a program, handing the state over): the small CMMA at batch 16 ran 1.10-1.13x faster
-with two steps a call (quiet 2-core AMD EPYC, 2026-12-07, benchmarks/RESULTS.md).
+(starting a program, handing the state over): the small CMMA at batch 16 ran 1.07x faster with
+two steps a call (median of five comparisons, 0.99-1.13x; quiet 2-core AMD EPYC, 2026-12-07,
+benchmarks/RESULTS.md).
 
 The names are the trainer's too (`cmma_jax.train.make_step`, `cmma_jax.train.StepFunctions`).
 """

@@ -95,7 +95,7 @@ def test_a_record_cannot_report_more_than_the_peak():
     import train_throughput as tt
 
     step = types.SimpleNamespace(
-        model="cmma", preset="paper", batch_size=64, conv_impl="fast_cpu",
+        model="cmma", preset="paper", batch_size=64, conv_impl="fast_cpu", steps_per_call=1,
         resolved_impl="fast_cpu", config=types.SimpleNamespace(model={"dtype": "float32"}),
         compile_seconds=5.0, model_flops=380e9, executed_flops=262e9,
         cost_analysis_model_flops=349e9, flop_notes=[], describe=lambda: "cmma/paper")
@@ -333,6 +333,19 @@ def test_loop_overhead_dry_run(tmp_path):
         np.testing.assert_allclose(payload["overhead"][path],
                                    [1 - t / b for t, b in zip(rates, bare)])
     assert "| resident |" in (tmp_path / "loop.md").read_text()
+
+
+def test_train_throughput_times_several_steps_a_call(tmp_path):
+    """`--steps_per_call`: each count is its own row, timed in whole calls (3 steps a repeat run
+    as 2 calls of 2, prorated); empty takes the preset's (1 for tiny)."""
+    out = tmp_path / "tt.json"
+    _run(["benchmarks/train_throughput.py", "--models=cmma", "--presets=tiny", "--batch_sizes=4",
+          "--conv_impls=fast_cpu", "--steps_per_call=,2", "--repeats=1", "--steps_per_repeat=3",
+          "--peak_repeats=1", "--peak_size=256", f"--out={out}"])
+    records = json.loads(out.read_text())["results"]
+    assert [r["steps_per_call"] for r in records] == [1, 2]
+    assert all(r["seconds_per_step_median"] > 0 for r in records)
+    assert "| steps a call |" in (tmp_path / "tt.md").read_text()
 
 
 def test_profile_step_tables(tmp_path):

@@ -73,6 +73,7 @@ FORCED = [
     {"chunks": 2, "fwd": "col2im", "dx": "im2col", "dw": "dypatches"},
     {"chunk_bytes": 1, "fwd": "im2col", "dx": "col2im", "dw": "xpatches"},
     {"xla_batch": 2, "fwd": "xla", "dx": "xla", "dw": "xla"},  # XLA's, in unrolled chunks
+    {"chunks": 2, "fwd": "im2col", "dx": "im2col", "dw": "xpatches", "bias_after": True},
 ]
 
 PARAMS = ([(case, {"plain_below": 0}) for case in CASES]  # the automatic choice of methods
