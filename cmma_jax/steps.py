@@ -39,7 +39,7 @@ class StepFunctions:
       unplace_state: the step's state -> one copy (the identity on a mesh).
       unplace_metrics: the step's metrics -> one copy.
       steps: `(placed state, [placed batch, ...], [key, ...]) -> (state, [metrics, ...])`, as
-        many steps in one compiled call (jitted, state donated; one call of `step` for one).
+        many steps in one compiled call (jitted or pmapped like `step`, state donated).
     """
 
     step: Callable[..., Any]
@@ -53,11 +53,8 @@ class StepFunctions:
         """`len(batches)` steps from `state` (one call): `(state, [metrics of each step])`."""
         if len(batches) != len(keys):
             raise ValueError(f"{len(batches)} batches but {len(keys)} keys.")
-        if len(batches) == 1:
-            state, metrics = self.step(state, batches[0], keys[0])
-            return state, [metrics]
-        if self.steps is None:
-            raise ValueError("Several steps in one call need training.parallelism='mesh'.")
+        if len(batches) == 1 or self.steps is None:
+            return _in_turn(self.step)(state, batches, keys)  # a call for each step
         return self.steps(state, list(batches), list(keys))
 
 
@@ -87,34 +84,35 @@ def make_step(train_step: Callable[..., Any], config, mesh=None) -> StepFunction
       config: the full config, bound to `train_step` with `functools.partial`.
       mesh: the device mesh (default: every device, `parallel.make_mesh()`).
     """
-    per_call = int(config.training.get("steps_per_call", 1) or 1)
     if config.training.get("parallelism", "mesh") == "pmap":
-        if per_call > 1:
-            raise ValueError(f"training.steps_per_call={per_call} needs training.parallelism="
-                             "'mesh' (the default); with 'pmap' set it to 1.")
-        step = jax.pmap(
-            functools.partial(train_step, config=config, axis_name=parallel.PMAP_AXIS),
-            axis_name=parallel.PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=0)
+        one = functools.partial(train_step, config=config, axis_name=parallel.PMAP_AXIS)
+        pmap = functools.partial(jax.pmap, axis_name=parallel.PMAP_AXIS, in_axes=(0, 0, None),
+                                 donate_argnums=0)
         n = jax.local_device_count()
-        return StepFunctions(step, parallel.pmap_replicate,
+        return StepFunctions(pmap(one), parallel.pmap_replicate,
                              lambda b: parallel.pmap_split_batch(b, n), parallel.pmap_unreplicate,
-                             lambda m: jax.tree_util.tree_map(lambda x: x[0], m))
+                             lambda m: jax.tree_util.tree_map(lambda x: x[0], m),
+                             steps=pmap(_in_turn(one)))
     mesh = mesh if mesh is not None else parallel.make_mesh()
     repl = parallel.replicated(mesh)
     one = functools.partial(train_step, config=config)
-    shardings = dict(in_shardings=(repl, parallel.batch_sharding(mesh), repl),
-                     out_shardings=(repl, repl), donate_argnums=0)
+    jit = functools.partial(jax.jit, in_shardings=(repl, parallel.batch_sharding(mesh), repl),
+                            out_shardings=(repl, repl), donate_argnums=0)
+    return StepFunctions(jit(one), lambda s: parallel.replicate(s, mesh),
+                         lambda b: _place_batch_on_mesh(b, mesh), lambda s: s, lambda m: m,
+                         steps=jit(_in_turn(one)))
 
+
+def _in_turn(one: Callable[..., Any]) -> Callable[..., Any]:
+    """`(state, [batch, ...], [key, ...]) -> (state, [metrics, ...])`: `one` step per batch, in
+    turn (one program when jitted)."""
     def steps(state, batches, keys):
         metrics = []
         for batch, key in zip(batches, keys):
             state, m = one(state, batch, key)
             metrics.append(m)
         return state, metrics
-
-    return StepFunctions(jax.jit(one, **shardings), lambda s: parallel.replicate(s, mesh),
-                         lambda b: _place_batch_on_mesh(b, mesh), lambda s: s, lambda m: m,
-                         steps=jax.jit(steps, **shardings))
+    return steps
 
 
 def _place_batch_on_mesh(batch: Mapping[str, Any], mesh) -> PyTree:

@@ -1,5 +1,6 @@
 """Data parallelism on 4 CPU host devices: the mesh step and the pmap step give the parameters of
-the single-device step for the same global batch.
+the single-device step for the same global batch, one step a call or both in one
+(`training.steps_per_call`, the trainer's `StepFunctions.run`).
 
 The device count of a process is fixed when JAX starts, so the comparison runs in a subprocess
 with `--xla_force_host_platform_device_count=4`.
@@ -61,18 +62,35 @@ def check(name):
       return jax.device_get(parallel.pmap_unreplicate(state).params), \
           jax.tree_util.tree_map(lambda x: x[0], metrics)
 
+  def run_trainer_steps(parallelism):
+      # The trainer's step functions with both steps in one call (training.steps_per_call).
+      from cmma_jax import steps
+      c = configs.CONFIGS[name].get_config("tiny")
+      c.training.update(parallelism=parallelism, steps_per_call=2)
+      fns = steps.make_step(model.train_step, c)
+      state = fns.place_state(jax.tree_util.tree_map(jnp.copy, init))  # donated below
+      state, metrics = fns.run(state, [fns.place_batch(b) for b in batches],
+                               [jax.random.fold_in(base_key, i) for i in range(2)])
+      assert len(metrics) == 2
+      state = fns.unplace_state(state)
+      return jax.device_get(state.params if hasattr(state, "params") else state), \
+          fns.unplace_metrics(metrics[-1])
+
   single, m1 = run_mesh(jax.devices()[:1])
   mesh4, m4 = run_mesh(jax.devices())
   pmap4, mp = run_pmap()
+  mesh4_2, m42 = run_trainer_steps("mesh")
+  pmap4_2, mp2 = run_trainer_steps("pmap")
   worst = 0.0
-  for label, other in (("mesh", mesh4), ("pmap", pmap4)):
+  for label, other in (("mesh", mesh4), ("pmap", pmap4), ("mesh, 2 steps a call", mesh4_2),
+                       ("pmap, 2 steps a call", pmap4_2)):
       for a, b in zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(other),
                       strict=True):
           np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5, err_msg=label)
           worst = max(worst, float(np.max(np.abs(a - b))))
   for k in m1:
-      np.testing.assert_allclose(float(m4[k]), float(m1[k]), rtol=1e-4, err_msg=k)
-      np.testing.assert_allclose(float(mp[k]), float(m1[k]), rtol=1e-4, err_msg=k)
+      for other in (m4, mp, m42, mp2):
+          np.testing.assert_allclose(float(other[k]), float(m1[k]), rtol=1e-4, err_msg=k)
   # The steps did change the parameters: the comparison is not between three copies of init.
   moved = max(float(np.max(np.abs(a - b))) for a, b in zip(
       jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(jax.device_get(init.params))))

@@ -279,8 +279,3 @@ def test_two_steps_a_call_train_the_same_run(straight_run, tiny_data_dir, tmp_pa
                                rtol=1e-5)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "8"]
 
-
-def test_several_steps_a_call_need_the_mesh(tiny_data_dir):
-    config = tiny_config(tiny_data_dir, steps_per_call=2, parallelism="pmap")
-    with pytest.raises(ValueError, match="steps_per_call=2 needs training.parallelism='mesh'"):
-        train.make_step(MODELS["cmma"].train_step, config)
