@@ -16,8 +16,8 @@ per category (ms per step and share) and the most expensive operations, and writ
 the shares, and take speed from `torch_reference.py`. XLA's CPU runtime runs Eigen's
 convolutions and matmuls asynchronously (their events cover the launch only): the time after such
 a launch during which no operation runs is counted as that operation's (`attribute_async`, an
-estimate), the rest as "no operation running" (between steps, waits). The load and the neighbours' CPU share are
-recorded (benchmarks/quiet.py): profile on a quiet machine.
+estimate), the rest as "no operation running" (between steps, waits). The load and the
+neighbours' CPU share are recorded (benchmarks/quiet.py): profile on a quiet machine.
 """
 
 from __future__ import annotations

@@ -515,8 +515,8 @@ def record(step: Step, seconds_per_step: list[float], peak: dict[str, Any],
     return {
         "model": step.model, "preset": step.preset, "batch_size": step.batch_size,
         "conv_impl": step.conv_impl, "resolved_conv_impl": step.resolved_impl,
-        "steps_per_call": step.steps_per_call, "dtype": dtype, "decoder_variance": presets.resolve_likelihood(
-            step.config.model)["decoder_variance"],
+        "steps_per_call": step.steps_per_call, "dtype": dtype,
+        "decoder_variance": presets.resolve_likelihood(step.config.model)["decoder_variance"],
         "compile_seconds": round(step.compile_seconds, 2),
         "seconds_per_step_median": median,
         "seconds_per_step": seconds_per_step,

@@ -293,7 +293,7 @@ def _correlate(x, w, pad, which, bias=None):
     corr = functools.partial(_CORR[method], w=w, pad=pad)
     b = None if bias is None else bias[None, None, None, :]
     in_loop = b is not None and method != "xla" and not OVERRIDE.get("bias_after")
-    y = _chunked(lambda a: corr(a) + b if in_loop else corr(a),
+    y = _chunked(lambda a: (corr(a) + b) if in_loop else corr(a),
                  _chunks(method, x.shape, ci, co, k, pad), x, unroll=method == "xla")
     return y if b is None or in_loop else y + b
 

@@ -293,7 +293,8 @@ def _mirror_convolutions(module: nn.Module, h: Array, log_var: bool,
 
     Called from the `nn.compact` method of `module` (its `features`, `log_var_range`, `conv_impl`,
     `dtype`, `variance` and `sigma`), whose scope holds the layers "conv3", "conv2" and "heads".
-    `inject(stage, h)` may add features to the input of the layer mirroring encoder stage `stage` (2, 1, 0).
+    `inject(stage, h)` may add features to the input of the layer mirroring encoder stage `stage`
+    (2, 1, 0).
     """
     c1, c2, _ = module.features
     k1, k2, k3 = ENCODER_KERNELS
