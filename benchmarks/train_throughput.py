@@ -9,16 +9,21 @@ step of a call) fails the run if the step is ever traced again (a recompile). `-
 times several steps in one compiled call (`training.steps_per_call`) as another implementation.
 
 FLOPs (`count_flops`, 2 per multiply-add, read off the program's jaxpr, not off XLA):
-  executed_flops: the matmuls (`dot_general`) and convolutions (`conv_general_dilated`) of the
+  executed_flops: the matmuls (`dot_general`; 8 per complex multiply-add), convolutions
+    (`conv_general_dilated`) and FFTs (`fft`, 5 N log2 N per complex transform of N points, half
+    for a real one: the conventional count, an upper bound of what an FFT library runs) of the
     step of the chosen implementation, forward, backward and optimizer, as traced: for
     "fast_cpu" that is what `cmma_jax.fast_conv` runs (its im2col/col2im/patch matmuls and
     convolutions, the custom VJPs' backward passes, and the fused polyphase upsampling: the
     decoder's "upsample 2x, then 5x5 conv" becomes a 3x3 conv of the small map with 4x the output
-    channels, 25/9 = 2.8x fewer FLOPs than the plain layer). A loop body (`lax.fori_loop` over
+    channels, 25/9 = 2.8x fewer FLOPs than the plain layer; the wide 5x5 layers by FFT,
+    `cmma_jax.fft_conv`, 6x fewer for the paper encoder's second layer). A loop body (`lax.fori_loop` over
     chunks of the batch, which traces as `scan`) is counted `length` times; a `cond`, its most
     expensive branch; a `while` of unknown trip count, once, and the record is flagged.
     Elementwise work (activations, the loss, Adam) is not counted: it is not what a peak
     matmul rate measures and is a small fraction of these steps.
+  direct_flops: the same count with every convolution by `fast_conv`'s direct formulations (no
+    FFT): what the PyTorch reference with the polyphase decoder executes (torch_reference.py).
   model_flops: the same count for the same step with the plain "xla" convolutions (the paper's
     layers as written: upsampled maps, padded "full" convolutions, XLA's own gradients): the
     FLOPs of the model's mathematics, the same for every implementation of a configuration.
@@ -73,7 +78,7 @@ import jax.extend.core  # noqa: F401  (jax.extend.core.Jaxpr, ClosedJaxpr)
 import jax.numpy as jnp
 import numpy as np
 
-from cmma_jax import nets, parallel, presets, train
+from cmma_jax import fast_conv, nets, parallel, presets, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import quiet  # noqa: E402  (benchmarks/quiet.py)
@@ -314,7 +319,20 @@ def _dot_general_flops(eqn) -> float:
     lhs, rhs = (v.aval for v in eqn.invars[:2])
     (_, rc), (_, rb) = eqn.params["dimension_numbers"]
     rhs_free = [d for i, d in enumerate(rhs.shape) if i not in set(rc) | set(rb)]
-    return 2.0 * float(np.prod(lhs.shape)) * float(np.prod(rhs_free))
+    # A complex multiply-add is 4 real multiplies and 4 real additions.
+    per_multiply_add = 8.0 if jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.complexfloating) \
+        else 2.0
+    return per_multiply_add * float(np.prod(lhs.shape)) * float(np.prod(rhs_free))
+
+
+def _fft_flops(eqn) -> float:
+    """The conventional count of a radix-2 FFT: 5 N log2 N real FLOPs per complex transform of
+    N points, half that for a real one (rfft, irfft), for each of the batch's transforms."""
+    lengths = tuple(eqn.params["fft_lengths"])
+    n = float(np.prod(lengths))
+    batch = float(np.prod(eqn.invars[0].aval.shape[:-len(lengths)]))
+    real = eqn.params["fft_type"] in (jax.lax.FftType.RFFT, jax.lax.FftType.IRFFT)
+    return batch * (2.5 if real else 5.0) * n * float(np.log2(n))
 
 
 def _conv_flops(eqn) -> float:
@@ -343,6 +361,8 @@ def _count(jaxpr, notes: set[str]) -> float:
             total += _dot_general_flops(eqn)
         elif name == "conv_general_dilated":
             total += _conv_flops(eqn)
+        elif name == "fft":
+            total += _fft_flops(eqn)
         elif name == "scan":
             total += eqn.params["length"] * _count(eqn.params["jaxpr"].jaxpr, notes)
         elif name == "cond":
@@ -400,6 +420,7 @@ class Step:
       compile_seconds: lowering + compilation time.
       executed_flops: matmul and convolution FLOPs of this step as this implementation runs it
         (module docstring); `flop_notes`: what made the count approximate, if anything.
+      direct_flops: the same count with `fast_conv`'s direct formulations only (no FFT).
       model_flops: the same count with the plain "xla" convolutions (the model's mathematics).
       cost_analysis_model_flops: XLA's `cost_analysis()` of the plain program, for reference.
     """
@@ -439,6 +460,17 @@ class Step:
         self.executed_flops, self.flop_notes = count_flops(
             functools.partial(lib.train_step, config=self.config), state, host_batch,
             self._keys[0])
+        self.direct_flops = self.executed_flops
+        if self.resolved_impl == "fast_cpu":
+            saved = dict(fast_conv.OVERRIDE)
+            fast_conv.OVERRIDE["fft"] = False  # read while tracing
+            try:
+                self.direct_flops = count_flops(
+                    functools.partial(lib.train_step, config=self.config), state, host_batch,
+                    self._keys[0])[0]
+            finally:
+                fast_conv.OVERRIDE.clear()
+                fast_conv.OVERRIDE.update(saved)
         plain = get_config(model, preset, batch_size, "xla", dtype, decoder_variance)
         plain_step = functools.partial(lib.train_step, config=plain)
         self.model_flops = self.executed_flops if self.resolved_impl == "xla" else \

@@ -147,6 +147,26 @@ def test_flops_of_the_fused_upsampling_are_counted_from_its_own_convolution():
     assert flops == 7 * 2 * 8 ** 3 and notes == []
 
 
+def test_flops_of_the_fft_convolution_are_counted_by_hand():
+    """fft_conv.correlate: the kernel's transform (two real matmuls), the input's rfft2, one
+    complex matmul per frequency (8 real FLOPs per multiply-add) and the output's irfft2."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import train_throughput as tt
+    from cmma_jax import fft_conv
+
+    b, h, ci, co, k = 2, 10, 4, 6, 5  # VALID: N = 10 on both axes, 10 x 6 frequencies
+    x, w = jnp.ones((b, h, h, ci)), jnp.ones((k, k, ci, co))
+    n, nf = 10, 6
+    kernel_transform = 2 * (2 * n * nf * k * k * ci * co)
+    products = 8 * n * nf * b * ci * co
+    transforms = 2.5 * (n * n) * np.log2(n * n) * (b * ci + b * co)
+    flops, notes = tt.count_flops(lambda x, w: fft_conv.correlate(x, w, 0), x, w)
+    assert flops == pytest.approx(kernel_transform + products + transforms, rel=1e-12)
+    assert notes == []
+
+
 def test_theoretical_peak_is_read_from_the_processor():
     import train_throughput as tt
 

@@ -79,7 +79,10 @@ FORCED = [
 PARAMS = ([(case, {"plain_below": 0}) for case in CASES]  # the automatic choice of methods
           + [(CASES[0], {}), (CASES[3], {})]  # fully automatic (the plain path for small ones)
           + [(CASES[0], {"xla_batch": 1})]  # the plain path, one example at a time
-          + [(case, {"plain_below": 0, **m}) for m in FORCED for case in (CASES[4], CASES[1])])
+          + [(case, {"plain_below": 0, **m}) for m in FORCED for case in (CASES[4], CASES[1])]
+          # By FFT (fft_conv), forward and gradients: every case (VALID, full, odd and
+          # non-square sizes, transform lengths rounded up to 2-3-5-smooth ones, 1x1).
+          + [(case, {"plain_below": 0, "fft": True}) for case in CASES])
 
 
 @pytest.fixture
