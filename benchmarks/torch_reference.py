@@ -23,6 +23,10 @@ layers: "paper" (as the paper writes them: `F.interpolate` then `Conv2d`, the de
 3x3 convolution of the small map with the four phase kernels stacked along the output channels,
 then depth to space; 2.8x fewer FLOPs, the same function of the same parameters). A list times
 both; comparing "jax fast_cpu" with "torch polyphase" separates the framework from the algorithm.
+`--torch_encoder=fft` computes the encoder's layers that JAX's `fast_cpu` path runs by FFT
+(`cmma_jax.fast_conv._choose_fft`: at the paper's widths, the 192 -> 96 5x5 layer) by FFT in
+torch too (`fft_conv2d`, torch.fft and one complex matmul per frequency, autograd's gradients),
+so that "torch ... polyphase + fft" runs JAX's algorithm, FLOP for FLOP.
 
 `--check` copies the JAX initial parameters into the torch network and compares the loss and the
 gradients of every parameter on one batch with the same noise (a correctness check of the
@@ -71,7 +75,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_throughput as tt  # noqa: E402
 import quiet  # noqa: E402
 
-from cmma_jax import losses, nets, presets  # noqa: E402
+from cmma_jax import fast_conv, fft_conv, losses, nets, presets  # noqa: E402
 from cmma_jax.models import cmma  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -84,6 +88,8 @@ flags.DEFINE_list("jax_steps_per_call", [""], "JAX training steps per compiled c
 flags.DEFINE_list("torch_decoder", ["paper"], "How the torch decoder computes its upsampling "
                   "layers: paper (interpolate, then conv) and/or polyphase (the fused form of "
                   "JAX's fast_cpu path).")
+flags.DEFINE_list("torch_encoder", ["paper"], "How the torch encoder computes the layers JAX's "
+                  "fast_cpu path runs by FFT: paper (Conv2d) and/or fft (as JAX does).")
 flags.DEFINE_float("block_s", 1.0, "Seconds of back-to-back steps timed per turn, after one "
                    "untimed step (module docstring).")
 flags.DEFINE_enum("decoder_variance", None, ["pixel", "fixed"], "The decoder's variance on both "
@@ -109,6 +115,7 @@ def soft_clip(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
 
 
 DECODERS = ("paper", "polyphase")
+ENCODERS = ("paper", "fft")
 
 
 def phase_taps(k: int, padding: int):
@@ -148,6 +155,24 @@ def polyphase_upsample_conv(h: torch.Tensor, weight: torch.Tensor, bias: torch.T
     return y.reshape(b, co, 2 * a_h, 2 * a_w)[:, :, :out_h, :out_w]
 
 
+def fft_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+               padding: int = 0) -> torch.Tensor:
+    """`F.conv2d(x, weight, bias, padding=padding)` (NCHW, OIHW) by real FFTs, as
+    `cmma_jax.fft_conv.correlate` computes it: the input's rfft2 at the same transform lengths,
+    the kernel's transform from the same phase tables, one complex [B, C_in] x [C_in, C_out]
+    product per frequency, the irfft2 cropped; autograd's gradients."""
+    b, ci, h, w = x.shape
+    co, _, k, _ = weight.shape
+    n1, n2 = fft_conv.transform_size(h + padding), fft_conv.transform_size(w + padding)
+    ho, wo = h + 2 * padding - k + 1, w + 2 * padding - k + 1
+    cos, sin = (torch.from_numpy(t) for t in fft_conv.kernel_phases(k, padding, n1, n2))
+    taps = weight.permute(2, 3, 1, 0).reshape(k * k, ci * co)
+    kernel = torch.complex(cos @ taps, sin @ taps).reshape(n1, n2 // 2 + 1, ci, co)
+    spectrum = torch.einsum("bcfg,fgcd->bdfg", torch.fft.rfft2(x, s=(n1, n2)), kernel)
+    y = torch.fft.irfft2(spectrum, s=(n1, n2))[:, :, :ho, :wo]
+    return y + bias[None, :, None, None]
+
+
 class Heads(nn.Module):
     def __init__(self, fan_in: int, features: int):
         super().__init__()
@@ -163,11 +188,13 @@ class CMMA(nn.Module):
 
     def __init__(self, features, latent_dim: int, attribute_hidden: int, num_attributes: int,
                  log_var_range=(-10.0, 4.0), decoder: str = "paper",
-                 fixed_sigma: float | None = None):
+                 fixed_sigma: float | None = None, encoder: str = "paper"):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"Unknown decoder {decoder!r}; choose one of {DECODERS}.")
-        self.decoder = decoder
+        if encoder not in ENCODERS:
+            raise ValueError(f"Unknown encoder {encoder!r}; choose one of {ENCODERS}.")
+        self.decoder, self.encoder = decoder, encoder
         c1, c2, c3 = features
         self.c3 = c3
         self.log_var_range = log_var_range
@@ -189,7 +216,7 @@ class CMMA(nn.Module):
 
     def encode(self, x):
         h = F.relu(F.max_pool2d(self.conv1(x), 2))
-        h = F.relu(F.max_pool2d(self.conv2(h), 2))
+        h = F.relu(F.max_pool2d(self.encoder_conv(self.conv2, h), 2))
         h = F.relu(self.conv3(h))
         return self.encoder_heads(h.permute(0, 2, 3, 1).flatten(1))  # (H, W, C) as JAX
 
@@ -205,6 +232,15 @@ class CMMA(nn.Module):
         if self.log_var_range is not None:
             log_var = soft_clip(log_var, *self.log_var_range)
         return mean, log_var
+
+    def encoder_conv(self, conv: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
+        """`conv(h)`, or by FFT where JAX's fast_cpu path takes it (with `encoder="fft"`)."""
+        weight = conv.weight
+        if self.encoder == "fft" and fast_conv._choose_fft(
+                (h.shape[0], h.shape[2], h.shape[3], h.shape[1]),
+                tuple(weight.shape[2:]) + (weight.shape[1], weight.shape[0])):
+            return fft_conv2d(h, weight, conv.bias, conv.padding[0])
+        return conv(h)
 
     def upsample_conv(self, conv: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
         """`conv(upsample_nearest_2x(h))`, as the paper writes it or in polyphase form."""
@@ -227,7 +263,7 @@ class CMMA(nn.Module):
         return -elbo.mean(), log_likelihood.mean(), kl.mean()
 
 
-def build(config, num_attributes: int, decoder: str = "paper") -> CMMA:
+def build(config, num_attributes: int, decoder: str = "paper", encoder: str = "paper") -> CMMA:
     sizes = nets.resolve_sizes(config.model)
     rng = config.model.get("decoder_log_var_range", None)
     likelihood = presets.resolve_likelihood(config.model)
@@ -236,7 +272,7 @@ def build(config, num_attributes: int, decoder: str = "paper") -> CMMA:
                          f"not {likelihood['decoder_variance']!r}.")
     sigma = likelihood["decoder_sigma"] if likelihood["decoder_variance"] == "fixed" else None
     return CMMA(sizes["encoder_features"], sizes["latent_dim"], sizes["attribute_hidden"],
-                num_attributes, tuple(rng) if rng is not None else None, decoder, sigma)
+                num_attributes, tuple(rng) if rng is not None else None, decoder, sigma, encoder)
 
 
 def num_params(module: nn.Module) -> int:
@@ -349,11 +385,11 @@ class TorchStep:
     """One PyTorch train step (forward, backward, norms, Adam), eager or compiled."""
 
     def __init__(self, config, batch_size: int, num_attributes: int, mode: str, seed: int = 0,
-                 decoder: str = "paper"):
+                 decoder: str = "paper", encoder: str = "paper"):
         torch.manual_seed(seed)
         self.mode = mode
         self.batch_size = batch_size
-        self.model = build(config, num_attributes, decoder)
+        self.model = build(config, num_attributes, decoder, encoder)
         self.latent_dim = nets.resolve_sizes(config.model)["latent_dim"]
         opt = config.optimizer
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.learning_rate,
@@ -425,10 +461,12 @@ def compare(preset: str, batch_size: int, peak: dict[str, Any]) -> list[dict[str
                             + (f", {step.steps_per_call} steps a call"
                                if step.steps_per_call > 1 else ""), step))
     for decoder in FLAGS.torch_decoder:
-        for mode in FLAGS.torch_modes:
-            name = f"torch {mode}" + ("" if decoder == "paper" else f" {decoder}")
-            runners.append((name, TorchStep(config, batch_size, FLAGS.num_attributes, mode,
-                                            decoder=decoder)))
+        for encoder in FLAGS.torch_encoder:
+            for mode in FLAGS.torch_modes:
+                name = (f"torch {mode}" + ("" if decoder == "paper" else f" {decoder}")
+                        + ("" if encoder == "paper" else f" + {encoder} encoder"))
+                runners.append((name, TorchStep(config, batch_size, FLAGS.num_attributes, mode,
+                                                decoder=decoder, encoder=encoder)))
     def run(runner, steps: int) -> float:
         """Seconds per step of `steps` back-to-back steps."""
         if isinstance(runner, tt.Step):
@@ -455,7 +493,9 @@ def compare(preset: str, batch_size: int, peak: dict[str, Any]) -> list[dict[str
         if isinstance(runner, tt.Step):
             executed = runner.executed_flops
         elif runner.model.decoder == "polyphase":
-            executed = fast.direct_flops if fast else float("nan")
+            # With the FFT encoder, JAX's own algorithm; without, its direct formulations.
+            executed = float("nan") if not fast else (
+                fast.executed_flops if runner.model.encoder == "fft" else fast.direct_flops)
         else:
             executed = model_flops
         r = {

@@ -148,8 +148,9 @@ def test_flops_of_the_fused_upsampling_are_counted_from_its_own_convolution():
 
 
 def test_flops_of_the_fft_convolution_are_counted_by_hand():
-    """fft_conv.correlate: the kernel's transform (two real matmuls), the input's rfft2, one
-    complex matmul per frequency (8 real FLOPs per multiply-add) and the output's irfft2."""
+    """fft_conv.correlate: the kernel's transform (a complex matmul of the phase table and the
+    taps), the input's rfft2, one complex matmul per frequency (8 real FLOPs per multiply-add)
+    and the output's irfft2."""
     import jax.numpy as jnp
     import numpy as np
 
@@ -159,7 +160,7 @@ def test_flops_of_the_fft_convolution_are_counted_by_hand():
     b, h, ci, co, k = 2, 10, 4, 6, 5  # VALID: N = 10 on both axes, 10 x 6 frequencies
     x, w = jnp.ones((b, h, h, ci)), jnp.ones((k, k, ci, co))
     n, nf = 10, 6
-    kernel_transform = 2 * (2 * n * nf * k * k * ci * co)
+    kernel_transform = 8 * n * nf * k * k * ci * co
     products = 8 * n * nf * b * ci * co
     transforms = 2.5 * (n * n) * np.log2(n * n) * (b * ci + b * co)
     flops, notes = tt.count_flops(lambda x, w: fft_conv.correlate(x, w, 0), x, w)
@@ -227,6 +228,31 @@ def test_torch_polyphase_upsampling_is_the_plain_layer():
         fused = tr.polyphase_upsample_conv(h, w, b, pad)
         assert fused.shape == plain.shape
         np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_torch_fft_convolution_is_the_plain_layer():
+    """The torch reference's FFT layer (`--torch_encoder=fft`): F.conv2d's values and gradients
+    (float32 FFTs: errors of a few 1e-6 of the scale)."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    import torch_reference as tr
+
+    gen = torch.Generator().manual_seed(0)
+    for size, k, pad in ((30, 5, 0), (9, 5, 4), (7, 4, 1), (11, 3, 2)):
+        x = torch.randn(2, 6, size, size + 1, generator=gen, requires_grad=True)
+        w = (0.1 * torch.randn(5, 6, k, k, generator=gen)).requires_grad_()
+        b = torch.randn(5, generator=gen, requires_grad=True)
+        g = torch.randn(2, 5, size + 2 * pad - k + 1, size + 2 * pad - k + 2, generator=gen)
+        results = []
+        for conv in (lambda: F.conv2d(x, w, b, padding=pad), lambda: tr.fft_conv2d(x, w, b, pad)):
+            y = conv()
+            grads = torch.autograd.grad(y, (x, w, b), g)
+            results.append([t.detach().numpy() for t in (y, *grads)])
+        for name, plain, fft in zip(("output", "dx", "dw", "db"), *results):
+            assert fft.shape == plain.shape, name
+            scale = np.max(np.abs(plain))
+            np.testing.assert_allclose(fft, plain, rtol=0, atol=1e-5 * scale, err_msg=name)
 
 
 def test_accelerator_check_dry_run(tmp_path):
