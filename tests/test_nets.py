@@ -1,5 +1,6 @@
 """Tests for cmma_jax.nets: exact paper shapes (no compilation), layers against references."""
 
+import functools
 import math
 
 import flax.linen as nn
@@ -163,6 +164,33 @@ def test_max_pool_matches_flax():
                                   nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID"))
     with pytest.raises(ValueError, match="even"):
         nets.max_pool_2x2(jnp.zeros((1, 13, 13, 1)))
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum():
+    """Without ties, the gradient of flax's max-pool (XLA's reduce-window); with ties, all of a
+    window's gradient to its first maximum in row-major order, as PyTorch's max_pool2d, by
+    hand; under jit, vmap and in bfloat16 alike."""
+    x = _normal(2, 6, 4, 3)
+    g = _normal(2, 3, 2, 3)
+    grad = lambda pool, x: jax.vjp(pool, x)[1](g)[0]  # noqa: E731
+    expected = grad(lambda a: nn.max_pool(a, (2, 2), strides=(2, 2), padding="VALID"), x)
+    np.testing.assert_array_equal(jax.jit(functools.partial(grad, nets.max_pool_2x2))(x),
+                                  expected)
+    np.testing.assert_array_equal(
+        jax.vmap(lambda a, b: jax.vjp(nets.max_pool_2x2, a[None])[1](b[None])[0][0])(x, g),
+        expected)
+    window = np.array([[[1.0, 3.0], [3.0, 2.0]], [[5.0, 5.0], [5.0, 5.0]],
+                       [[0.0, -1.0], [-2.0, -3.0]], [[1.0, 2.0], [4.0, 4.0]]], np.float32)
+    first = np.array([[[0, 1], [0, 0]], [[1, 0], [0, 0]],
+                      [[1, 0], [0, 0]], [[0, 0], [1, 0]]], np.float32)
+    x = jnp.asarray(window.transpose(1, 0, 2).reshape(1, 2, 8, 1))  # four windows side by side
+    gy = jnp.asarray([2.0, 3.0, 4.0, 5.0]).reshape(1, 1, 4, 1)
+    y, pull = jax.vjp(nets.max_pool_2x2, x)
+    np.testing.assert_array_equal(np.asarray(y).ravel(), [3.0, 5.0, 0.0, 4.0])
+    expected = (first * np.array([2.0, 3.0, 4.0, 5.0])[:, None, None]).transpose(1, 0, 2)
+    np.testing.assert_array_equal(np.asarray(pull(gy)[0]).reshape(2, 8), expected.reshape(2, 8))
+    y16, pull16 = jax.vjp(nets.max_pool_2x2, x.astype(jnp.bfloat16))
+    assert y16.dtype == jnp.bfloat16 and pull16(gy.astype(jnp.bfloat16))[0].dtype == jnp.bfloat16
 
 
 def test_upsample_matches_repeat():
