@@ -8,7 +8,8 @@ dy), the automatic choice with 64 MB chunks ("64MB_chunks") and with XLA's own c
 chunks of 16 or 4 examples or over the whole batch ("xla_chunk_16", "xla_chunk_4",
 "xla_unchunked"; automatic: 8), the choices before 2026-12-07 at batch 64 ("before_b64") and
 the bias added after the patch methods' loop ("bias_after_loop": the paper preset's layers),
-every layer without the FFT ("no_fft") and the FFT down to 16 channels ("fft_from_16_channels");
+every layer without the FFT ("no_fft") and the FFT down to 16 channels ("fft_from_16_channels"),
+the pooling after the whole convolution rather than in its loop ("pool_after");
 `--variants` picks some. Prints
 ms/step, images/s and the speed against the automatic choice, with the machine's conditions
 (benchmarks/quiet.py).
@@ -41,7 +42,9 @@ VARIANTS = {"auto": {}, "dw=xpatches": {"dw": "xpatches"}, "dw=xla": {"dw": "xla
             "bias_after_loop": {"bias_after": True},
             # Before 2026-12-07's FFT: every layer by the direct formulations; and the FFT for
             # narrower layers too (the CPU preset's 16 -> 32 encoder layer 2).
-            "no_fft": {"fft": False}, "fft_from_16_channels": {"fft_min_channels": 16}}
+            "no_fft": {"fft": False}, "fft_from_16_channels": {"fft_min_channels": 16},
+            # Before 2026-12-07's pooling in the loop: the whole convolution, then the pool.
+            "pool_after": {"pool_after": True}}
 flags.DEFINE_list("variants", list(VARIANTS), "Which of " + ", ".join(VARIANTS) + " (auto is "
                   "always timed: the others are compared with it).")
 

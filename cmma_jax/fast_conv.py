@@ -97,7 +97,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cmma_jax import fft_conv
+from cmma_jax import fft_conv, pooling
 
 Array = jax.Array
 
@@ -271,28 +271,32 @@ def _chunks(method: str, x_shape, ci: int, co: int, k: int, pad: int) -> int:
 
 def _chunked(fn, chunks: int, *xs, summed: bool = False, unroll: bool = False):
     """`fn(*xs)` computed `chunks` examples at a time in a loop over dynamic slices of the batch
-    axis (no copies or relayouts of xs). `fn` either maps each example independently (each
-    chunk's output is written into its rows of the result) or, with `summed`, sums over the
-    examples (a weight gradient: the chunks' outputs are accumulated). With `unroll`, no loop:
+    axis (no copies or relayouts of xs). `fn` (returning an array or a tuple of them) either
+    maps each example independently (each chunk's output is written into its rows of the
+    result) or, with `summed`, sums over the examples (a weight gradient: the chunks' outputs
+    are accumulated). With `unroll`, no loop:
     static slices, then a concatenation or a sum (XLA's own convolutions, which lose YNNPACK
     inside a loop)."""
     if chunks <= 1:
         return fn(*xs)
     b = xs[0].shape[0]
     size = b // chunks
+    tree = jax.tree_util.tree_map
     if unroll:
         parts = [fn(*[x[i * size:(i + 1) * size] for x in xs]) for i in range(chunks)]
-        return functools.reduce(jnp.add, parts) if summed else jnp.concatenate(parts, axis=0)
+        if summed:
+            return functools.reduce(lambda u, v: tree(jnp.add, u, v), parts)
+        return tree(lambda *p: jnp.concatenate(p, axis=0), *parts)
     out = jax.eval_shape(fn, *[x[:size] for x in xs])
 
     def body(i, acc):
         part = fn(*[lax.dynamic_slice_in_dim(x, i * size, size, 0) for x in xs])
         if summed:
-            return acc + part
-        return lax.dynamic_update_slice_in_dim(acc, part, i * size, 0)
+            return tree(jnp.add, acc, part)
+        return tree(lambda a, p: lax.dynamic_update_slice_in_dim(a, p, i * size, 0), acc, part)
 
-    shape = out.shape if summed else (b,) + out.shape[1:]
-    return lax.fori_loop(0, chunks, body, jnp.zeros(shape, out.dtype))
+    init = tree(lambda o: jnp.zeros(o.shape if summed else (b,) + o.shape[1:], o.dtype), out)
+    return lax.fori_loop(0, chunks, body, init)
 
 
 def _temp_bytes(method: str, x_shape, ci: int, co: int, k: int, pad: int) -> int:
@@ -355,7 +359,7 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0,
-           upsample: bool = False) -> Array:
+           upsample: bool = False, pool: bool = False) -> Array:
     """Stride-1 2-D convolution with `padding` zeros on each side, then VALID, plus bias.
 
     The same function as `nets.conv2d(..., impl="xla")`, with a custom VJP (module docstring).
@@ -366,11 +370,17 @@ def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0,
       bias: `[C_out]`.
       padding: zeros on each side of both spatial axes (0: VALID; k-1: "full"), 0 <= padding.
       upsample: convolve the 2x nearest-neighbour upsampling of x (`upsample_conv2d`).
+      pool: 2x2 max-pool the output (`pooling.max_pool_2x2`); inside the batch loop, where the
+        convolution runs by patches (`_conv_pool`).
 
     Returns:
       `[B, H' + 2 padding - k + 1, W' + 2 padding - k + 1, C_out]` with H', W' = H, W (or 2H, 2W
-      with `upsample`), the dtype of x.
+      with `upsample`), halved by `pool`; the dtype of x.
     """
+    if pool:
+        if not upsample and _pool_in_loop(x.shape, kernel.shape, int(padding)):
+            return _conv_pool(x, kernel, bias, int(padding))
+        return pooling.max_pool_2x2(conv2d(x, kernel, bias, padding, upsample))
     if upsample:
         return upsample_conv2d(x, kernel, bias, padding)
     if kernel.size < OVERRIDE.get("plain_below", PLAIN_BELOW):
@@ -379,6 +389,64 @@ def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0,
         return fft_conv.correlate(x, kernel, int(padding)) + bias[None, None, None, :]
     return _conv(x, kernel, bias, int(padding))
 
+
+# ---------------------------------------------------------------------------------------------
+# The convolution and a 2x2 max-pool in one batch loop
+
+
+def _pool_in_loop(x_shape, kernel_shape, padding: int) -> bool:
+    """Whether `conv2d(..., pool=True)` pools inside the patch methods' loop: where the
+    convolution takes the custom VJP with a patch forward method and its output is even."""
+    k, _, ci, co = kernel_shape
+    ho, wo = x_shape[1] + 2 * padding - k + 1, x_shape[2] + 2 * padding - k + 1
+    if OVERRIDE.get("pool_after") or ho % 2 or wo % 2:
+        return False
+    if k * k * ci * co < OVERRIDE.get("plain_below", PLAIN_BELOW) or _choose_fft(x_shape,
+                                                                                 kernel_shape):
+        return False
+    return (OVERRIDE.get("fwd") or _choose_corr(ci, co, k)) != "xla"
+
+
+def _pooled_chunk(x, kernel, bias, padding):
+    """One chunk's convolution (by the forward method), bias, then its pooled maximum and the
+    maximum's position (`pooling.max_and_position`)."""
+    ci, co, k = kernel.shape[2], kernel.shape[3], kernel.shape[0]
+    method = OVERRIDE.get("fwd") or _choose_corr(ci, co, k)
+    return pooling.max_and_position(_CORR[method](x, kernel, padding) + bias[None, None, None, :])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv_pool(x: Array, kernel: Array, bias: Array, padding: int) -> Array:
+    return _conv_pool_fwd(x, kernel, bias, padding)[0]
+
+
+def _conv_pool_fwd(x, kernel, bias, padding):
+    """The convolution's output is never written whole (the paper CMMA's first layer: 177 MB at
+    batch 64, and as much again to zero the loop's buffer): each chunk is pooled in the loop,
+    which keeps the pooled map and the maxima's positions (int8)."""
+    k, _, ci, co = kernel.shape
+    chunks = _chunks(OVERRIDE.get("fwd") or _choose_corr(ci, co, k), x.shape, ci, co, k, padding)
+    pooled, position = _chunked(lambda a: _pooled_chunk(a, kernel, bias, padding), chunks, x)
+    return pooled, (x, kernel, position)
+
+
+def _conv_pool_bwd(padding, res, d_pooled):
+    x, kernel, position = res
+    k = kernel.shape[0]
+    ci, co = x.shape[-1], kernel.shape[-1]
+    dy_shape = position.shape[:1] + (2 * position.shape[1], 2 * position.shape[2], co)
+    # The weight gradient unpools dy chunk by chunk, inside its own loop.
+    method = OVERRIDE.get("dw") or _choose_dw(x.shape, dy_shape, k, padding)
+    dw = _chunked(lambda a, g, p: _DW[method](a, pooling.unpool(p, g), k, padding),
+                  _chunks(method, x.shape, ci, co, k, padding), x, d_pooled, position,
+                  summed=True, unroll=method == "xla")
+    # The input gradient (dropped by XLA where x needs none, as for the images).
+    flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+    dx = _correlate(pooling.unpool(position, d_pooled), flipped, k - 1 - padding, "dx")
+    return dx, dw, d_pooled.sum(axis=(0, 1, 2))
+
+
+_conv_pool.defvjp(_conv_pool_fwd, _conv_pool_bwd)
 
 
 def _plain(x, kernel, bias, padding):

@@ -251,3 +251,54 @@ def test_weight_gradient_choice_by_width():
 def test_split_into_fewest_equal_chunks(batch, most, chunks):
     assert fast_conv._split(batch, most) == chunks
     assert batch % chunks == 0 and batch // chunks <= most
+
+
+def reference_conv_pool(x, kernel, bias, padding):
+    """`reference_conv`, then 2x2 max-pooling as a reshape and a max (JAX's own gradient: equal
+    to the first-maximum rule wherever a window has no ties, as with random inputs)."""
+    y = reference_conv(x, kernel, bias, padding)
+    b, h, w, c = y.shape
+    return y.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+# (batch, height, width, c_in), kernel size, c_out, padding (even outputs), forced methods, and
+# whether the pooling then runs inside the convolution's loop.
+POOL_CASES = [
+    (((3, 10, 12, 3), 5, 7, 0), {"plain_below": 0, "fwd": "im2col"}, True),  # dw: xpatches
+    (((3, 10, 12, 3), 5, 7, 0), {"plain_below": 0, "fwd": "im2col", "chunks": 3}, True),
+    (((2, 9, 9, 5), 4, 6, 1), {"plain_below": 0, "fwd": "col2im", "dw": "dypatches",
+                               "chunks": 2}, True),
+    (((2, 9, 9, 5), 4, 6, 1), {"plain_below": 0, "fwd": "im2col", "dw": "xla"}, True),
+    (((2, 9, 9, 5), 4, 6, 1), {"plain_below": 0, "fwd": "im2col", "pool_after": True}, False),
+    (((2, 9, 9, 5), 4, 6, 1), {"plain_below": 0}, False),  # XLA's forward: pooled after
+    (((2, 9, 9, 5), 4, 6, 1), {}, False),  # the plain path, then the pooling
+]
+
+
+@pytest.mark.parametrize("case,methods,in_loop", POOL_CASES, ids=[
+    f"x{c[0]}k{c[1]}o{c[2]}p{c[3]}-" + (",".join(f"{k}={v}" for k, v in m.items()) or "auto")
+    for c, m, _ in POOL_CASES])
+def test_pooled_output_and_gradients_match_conv_then_pool(case, methods, in_loop, override):
+    shape_x, k, c_out, padding = case
+    out_hw = ((shape_x[1] + 2 * padding - k + 1) // 2, (shape_x[2] + 2 * padding - k + 1) // 2)
+    x, kernel, bias, g = _inputs(shape_x, k, c_out, out_hw, seed=5)
+    y_ref, grads_ref = jax.jit(functools.partial(_value_and_grads, reference_conv_pool),
+                               static_argnums=3)(x, kernel, bias, padding, g)
+    override(methods)
+    assert fast_conv._pool_in_loop(x.shape, kernel.shape, padding) == in_loop
+    pooled = functools.partial(fast_conv.conv2d, pool=True)
+    y, grads = jax.jit(functools.partial(_value_and_grads, pooled),
+                       static_argnums=3)(x, kernel, bias, padding, g)
+    assert y.shape == y_ref.shape
+    _assert_close(y, y_ref, "output")
+    for name, a, b in zip(("dx", "dkernel", "dbias"), grads, grads_ref):
+        _assert_close(a, b, name)
+
+
+def test_pooling_in_the_loop_where_the_patches_run():
+    """The paper CMMA's first layer pools in its loop; its second (by FFT), the CPU preset's
+    first (the plain path) and odd outputs pool after the convolution."""
+    assert fast_conv._pool_in_loop((64, 64, 64, 3), (5, 5, 3, 192), 0)
+    assert not fast_conv._pool_in_loop((64, 30, 30, 192), (5, 5, 192, 96), 0)
+    assert not fast_conv._pool_in_loop((16, 64, 64, 3), (5, 5, 3, 16), 0)
+    assert not fast_conv._pool_in_loop((64, 64, 64, 3), (4, 4, 3, 192), 0)  # 61 x 61

@@ -25,6 +25,7 @@ LAYERS = {
     "cmma_jax.metrics": 0,
     "cmma_jax.fast_conv": 0,
     "cmma_jax.fft_conv": 0,
+    "cmma_jax.pooling": 0,
     "cmma_jax.parallel": 0,
     "cmma_jax.images": 0,
     "cmma_jax.progress": 0,

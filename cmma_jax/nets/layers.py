@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from cmma_jax import fast_conv
+from cmma_jax.pooling import max_pool_2x2
 
 Array = jax.Array
 Dtype = Any
@@ -35,54 +36,6 @@ def compute_dtype(name: str) -> Dtype:
     if name not in _DTYPES:
         raise ValueError(f"Unknown compute dtype {name!r}; choose one of {COMPUTE_DTYPES}.")
     return _DTYPES[name]
-
-
-def max_pool_2x2(x: Array) -> Array:
-    """2x2 max-pooling with stride 2, `[B, H, W, C] -> [B, H/2, W/2, C]` (H, W even).
-
-    Not `nn.max_pool`: the gradient of XLA's reduce-window is slow on CPU. Nor JAX's own gradient
-    of a max over the window's axes, which writes a float mask of the maxima and their count as
-    large as the input in the forward pass (the paper CMMA's first layer: 177 MB at batch 64).
-    The gradient goes to the first maximum of each window in row-major order (as PyTorch's
-    `max_pool2d`), whose position is kept as an int8 in the forward pass: a fourth of the input's
-    elements at a fourth of their size. The paper CMMA's first pooling, ReLU after it, forward and
-    backward at batch 64: 256 -> 81 ms (quiet 2-core AMD EPYC, 2026-12-07). Where a window holds
-    ties the gradient is a subgradient (all of it to the first), not JAX's even split.
-    """
-    b, h, w, c = x.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"max_pool_2x2 needs even spatial sizes, got {x.shape}.")
-    return _max_pool_2x2(x)
-
-
-def _max_and_position(x: Array) -> tuple[Array, Array]:
-    """Each 2x2 window's maximum and the position (0-3, row-major) of its first maximum."""
-    b, h, w, c = x.shape
-    r = x.reshape(b, h // 2, 2, w // 2, 2, c)
-    top_left, top_right = r[:, :, 0, :, 0], r[:, :, 0, :, 1]
-    bottom_left, bottom_right = r[:, :, 1, :, 0], r[:, :, 1, :, 1]
-    top = jnp.maximum(top_left, top_right)
-    top_at = jnp.where(top_right > top_left, 1, 0).astype(jnp.int8)
-    bottom = jnp.maximum(bottom_left, bottom_right)
-    bottom_at = jnp.where(bottom_right > bottom_left, 3, 2).astype(jnp.int8)
-    lower = bottom > top
-    return jnp.where(lower, bottom, top), jnp.where(lower, bottom_at, top_at)
-
-
-@jax.custom_vjp
-def _max_pool_2x2(x: Array) -> Array:
-    return _max_and_position(x)[0]
-
-
-def _max_pool_2x2_bwd(position: Array, dy: Array) -> tuple[Array]:
-    b, h2, w2, c = dy.shape
-    where = jnp.arange(4, dtype=jnp.int8).reshape(1, 1, 2, 1, 2, 1)
-    dx = jnp.where(position[:, :, None, :, None, :] == where, dy[:, :, None, :, None, :],
-                   jnp.zeros((), dy.dtype))
-    return (dx.reshape(b, 2 * h2, 2 * w2, c),)
-
-
-_max_pool_2x2.defvjp(_max_and_position, _max_pool_2x2_bwd)
 
 
 def upsample_nearest_2x(x: Array) -> Array:
@@ -123,7 +76,7 @@ def resolve_conv_impl(impl: str) -> str:
 
 
 def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0, impl: str = "xla",
-           upsample: bool = False) -> Array:
+           upsample: bool = False, pool: bool = False) -> Array:
     """Stride-1 2-D convolution with `padding` zeros on each side, then VALID, plus bias.
 
     Args:
@@ -138,14 +91,18 @@ def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0, impl: str = "
         the CPU backend, "xla" elsewhere.
       upsample: convolve the 2x nearest-neighbour upsampling of x (`upsample_nearest_2x`).
         "fast_cpu" never builds the upsampled map (`fast_conv.upsample_conv2d`).
+      pool: 2x2 max-pool the output (`max_pool_2x2`). "fast_cpu" pools inside its batch loop
+        where it can, never writing the whole convolution's output (`fast_conv._conv_pool`).
 
     Returns:
       `[B, H' + 2 padding - k + 1, W' + 2 padding - k + 1, C_out]`, with H', W' = H, W, or
-      2H, 2W with `upsample`.
+      2H, 2W with `upsample`; both halved with `pool`.
     """
     impl = resolve_conv_impl(impl)
     if impl == "fast_cpu":
-        return fast_conv.conv2d(x, kernel, bias, padding, upsample)
+        return fast_conv.conv2d(x, kernel, bias, padding, upsample, pool)
+    if pool:
+        return max_pool_2x2(conv2d(x, kernel, bias, padding, impl, upsample))
     if upsample:
         x = upsample_nearest_2x(x)
     if padding:
@@ -193,6 +150,8 @@ class Conv(nn.Module):
       padding: zeros added on each side of both spatial axes before a VALID convolution.
       upsample: convolve the 2x nearest-neighbour upsampling of the input (the decoder's
         "upsample, then convolve", fused on the fast CPU path).
+      pool: 2x2 max-pool the output (the encoder's "convolve, then pool", fused on the fast CPU
+        path).
       impl: the implementation (`conv2d`). The parameters (`kernel` [k, k, C_in, C_out] HWIO,
         `bias` [C_out]) are the same for every implementation, so one can be swapped for another
         (config field `model.conv_impl`).
@@ -207,12 +166,13 @@ class Conv(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     upsample: bool = False
+    pool: bool = False
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kernel, bias = _conv_params(self, x.shape[-1])
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return conv2d(x, kernel, bias, self.padding, self.impl, self.upsample)
+        return conv2d(x, kernel, bias, self.padding, self.impl, self.upsample, self.pool)
 
 
 def dense(features: int, dtype: Dtype, name: Optional[str] = None) -> nn.Dense:

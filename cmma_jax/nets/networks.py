@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from cmma_jax.images import IMAGE_SHAPE
 from cmma_jax.presets import DEFAULT_DECODER_SIGMA
 from cmma_jax.nets.layers import (Array, Conv, ConvParams, Dtype, GaussianHeads, concat_attributes,
-                                  conv2d, dense, flatten, max_pool_2x2, soft_clip)
+                                  conv2d, dense, flatten, soft_clip)
 
 # The encoder's kernel sizes (conv1, conv2, conv3), section 4.1; the decoder mirrors them.
 ENCODER_KERNELS = (5, 5, 4)
@@ -107,10 +107,12 @@ class ConvTrunk(nn.Module):
             raise ValueError(f"Expected images of shape [B, {', '.join(map(str, IMAGE_SHAPE))}], "
                              f"got {x.shape}.")
         (c1, c2, c3), (k1, k2, k3) = self.features, ENCODER_KERNELS
-        conv = lambda f, k, name: Conv(f, k, 0, self.conv_impl, self.dtype, name=name)  # noqa: E731
+        def conv(f, k, name, pool=False):
+            return Conv(f, k, 0, self.conv_impl, self.dtype, pool=pool, name=name)
         x = x.astype(self.dtype)
-        h1 = nn.relu(max_pool_2x2(conv(c1, k1, "conv1")(x)))  # 64 -> 60 -> 30
-        h2 = nn.relu(max_pool_2x2(conv(c2, k2, "conv2")(h1)))  # 30 -> 26 -> 13
+        # Convolve, then 2x2 max-pool (`Conv.pool`: one loop on the fast CPU path).
+        h1 = nn.relu(conv(c1, k1, "conv1", pool=True)(x))  # 64 -> 60 -> 30
+        h2 = nn.relu(conv(c2, k2, "conv2", pool=True)(h1))  # 30 -> 26 -> 13
         h3 = nn.relu(conv(c3, k3, "conv3")(h2))  # 13 -> 10
         return [h1, h2, h3]
 
