@@ -13,7 +13,7 @@ Modules:
 import importlib
 
 # The one place the version is written: pyproject.toml reads it (tool.setuptools.dynamic).
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 _LAZY = ("losses", "metrics")
 
