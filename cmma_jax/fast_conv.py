@@ -58,10 +58,12 @@ interleaved (depth to space). The same function of the same parameters, with 2.8
 and no 4x-larger upsampled tensor; it is most of the gain on the decoder's two last layers.
 
 Pooling inside the loop (`conv2d(..., pool=True)`, `_conv_pool`): the encoder's "convolve, then
-2x2 max-pool" where the convolution runs by patches in a batch loop (the paper CMMA's first
-layer): each chunk's output is pooled in the loop (`pooling.max_and_position`), so the whole
-output (177 MB at batch 64) and the zeroed buffer the loop would write it into never exist; the
-weight gradient unpools dy chunk by chunk. The paper step 1.12x faster (2026-12-07).
+2x2 max-pool", wherever the convolution runs over chunks of the batch (all but the FFT layers):
+each chunk's output is pooled in the loop, or in XLA's unrolled chunks
+(`pooling.max_and_position`), so the whole output (177 MB for the paper CMMA's first layer at
+batch 64) and the zeroed buffer the loop would write it into never exist; the weight gradient
+unpools dy chunk by chunk. The paper step 1.12x faster, the small one 1.08-1.10x (2026-12-07).
+Pooled layers take this custom VJP even below `PLAIN_BELOW` (the small preset's first layer).
 
 Measured (2-core Xeon with AVX-512, both threads, jax 0.10.2; the paper's CMMA layers at batch
 64; seconds, minimum of 5 on a VM shared with other jobs, so +-20%; "plain" is XLA's convolution
@@ -402,16 +404,12 @@ def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0,
 
 
 def _pool_in_loop(x_shape, kernel_shape, padding: int) -> bool:
-    """Whether `conv2d(..., pool=True)` pools inside the patch methods' loop: where the
-    convolution takes the custom VJP with a patch forward method and its output is even."""
-    k, _, ci, co = kernel_shape
+    """Whether `conv2d(..., pool=True)` pools inside the convolution's batch loop (or its
+    unrolled chunks): everywhere but by FFT (no batch loop) and for odd outputs."""
+    k = kernel_shape[0]
     ho, wo = x_shape[1] + 2 * padding - k + 1, x_shape[2] + 2 * padding - k + 1
-    if OVERRIDE.get("pool_after") or ho % 2 or wo % 2:
-        return False
-    if k * k * ci * co < OVERRIDE.get("plain_below", PLAIN_BELOW) or _choose_fft(x_shape,
-                                                                                 kernel_shape):
-        return False
-    return (OVERRIDE.get("fwd") or _choose_corr(ci, co, k)) != "xla"
+    return not (OVERRIDE.get("pool_after") or ho % 2 or wo % 2
+                or _choose_fft(x_shape, kernel_shape))
 
 
 def _pooled_chunk(x, kernel, bias, padding):
@@ -432,8 +430,10 @@ def _conv_pool_fwd(x, kernel, bias, padding):
     batch 64, and as much again to zero the loop's buffer): each chunk is pooled in the loop,
     which keeps the pooled map and the maxima's positions (int8)."""
     k, _, ci, co = kernel.shape
-    chunks = _chunks(OVERRIDE.get("fwd") or _choose_corr(ci, co, k), x.shape, ci, co, k, padding)
-    pooled, position = _chunked(lambda a: _pooled_chunk(a, kernel, bias, padding), chunks, x)
+    method = OVERRIDE.get("fwd") or _choose_corr(ci, co, k)
+    pooled, position = _chunked(lambda a: _pooled_chunk(a, kernel, bias, padding),
+                                _chunks(method, x.shape, ci, co, k, padding), x,
+                                unroll=method == "xla")
     return pooled, (x, kernel, position)
 
 

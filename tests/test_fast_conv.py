@@ -269,9 +269,11 @@ POOL_CASES = [
     (((2, 9, 9, 5), 4, 6, 1), {"plain_below": 0, "fwd": "col2im", "dw": "dypatches",
                                "chunks": 2}, True),
     (((2, 9, 9, 5), 4, 6, 1), {"plain_below": 0, "fwd": "im2col", "dw": "xla"}, True),
-    (((2, 9, 9, 5), 4, 6, 1), {"plain_below": 0, "fwd": "im2col", "pool_after": True}, False),
-    (((2, 9, 9, 5), 4, 6, 1), {"plain_below": 0}, False),  # XLA's forward: pooled after
-    (((2, 9, 9, 5), 4, 6, 1), {}, False),  # the plain path, then the pooling
+    (((4, 9, 9, 5), 4, 6, 1), {"xla_batch": 2}, True),  # XLA's, in two unrolled chunks
+    (((2, 9, 9, 5), 4, 6, 1), {}, True),  # a small kernel (below PLAIN_BELOW): XLA's
+    (((2, 9, 9, 5), 4, 6, 1), {"fwd": "im2col", "pool_after": True}, False),
+    (((2, 9, 9, 5), 4, 6, 1), {"fft": True}, False),  # by FFT: no loop to pool in
+    (((2, 9, 9, 5), 3, 6, 1), {}, False),  # a 9 x 9 output: pooled after (and refused)
 ]
 
 
@@ -280,25 +282,30 @@ POOL_CASES = [
     for c, m, _ in POOL_CASES])
 def test_pooled_output_and_gradients_match_conv_then_pool(case, methods, in_loop, override):
     shape_x, k, c_out, padding = case
-    out_hw = ((shape_x[1] + 2 * padding - k + 1) // 2, (shape_x[2] + 2 * padding - k + 1) // 2)
-    x, kernel, bias, g = _inputs(shape_x, k, c_out, out_hw, seed=5)
-    y_ref, grads_ref = jax.jit(functools.partial(_value_and_grads, reference_conv_pool),
-                               static_argnums=3)(x, kernel, bias, padding, g)
+    out_h, out_w = shape_x[1] + 2 * padding - k + 1, shape_x[2] + 2 * padding - k + 1
+    x, kernel, bias, g = _inputs(shape_x, k, c_out, (out_h // 2, out_w // 2), seed=5)
     override(methods)
     assert fast_conv._pool_in_loop(x.shape, kernel.shape, padding) == in_loop
     pooled = functools.partial(fast_conv.conv2d, pool=True)
+    if out_h % 2 or out_w % 2:
+        with pytest.raises(ValueError, match="even spatial sizes"):
+            pooled(x, kernel, bias, padding)
+        return
     y, grads = jax.jit(functools.partial(_value_and_grads, pooled),
                        static_argnums=3)(x, kernel, bias, padding, g)
+    y_ref, grads_ref = jax.jit(functools.partial(_value_and_grads, reference_conv_pool),
+                               static_argnums=3)(x, kernel, bias, padding, g)
     assert y.shape == y_ref.shape
     _assert_close(y, y_ref, "output")
     for name, a, b in zip(("dx", "dkernel", "dbias"), grads, grads_ref):
         _assert_close(a, b, name)
 
 
-def test_pooling_in_the_loop_where_the_patches_run():
-    """The paper CMMA's first layer pools in its loop; its second (by FFT), the CPU preset's
-    first (the plain path) and odd outputs pool after the convolution."""
+def test_pooling_in_the_loop_but_by_fft():
+    """Both presets' first layers and the CPU preset's second pool in their loop; the paper's
+    second (by FFT) and odd outputs pool after the convolution."""
     assert fast_conv._pool_in_loop((64, 64, 64, 3), (5, 5, 3, 192), 0)
+    assert fast_conv._pool_in_loop((16, 64, 64, 3), (5, 5, 3, 16), 0)
+    assert fast_conv._pool_in_loop((16, 30, 30, 16), (5, 5, 16, 32), 0)
     assert not fast_conv._pool_in_loop((64, 30, 30, 192), (5, 5, 192, 96), 0)
-    assert not fast_conv._pool_in_loop((16, 64, 64, 3), (5, 5, 3, 16), 0)
     assert not fast_conv._pool_in_loop((64, 64, 64, 3), (4, 4, 3, 192), 0)  # 61 x 61
