@@ -19,7 +19,9 @@ FLOPs (`count_flops`, 2 per multiply-add, read off the program's jaxpr, not off 
     channels, 25/9 = 2.8x fewer FLOPs than the plain layer; the wide 5x5 layers by FFT,
     `cmma_jax.fft_conv`, 6x fewer for the paper encoder's second layer). A loop body (`lax.fori_loop` over
     chunks of the batch, which traces as `scan`) is counted `length` times; a `cond`, its most
-    expensive branch; a `while` of unknown trip count, once, and the record is flagged.
+    expensive branch; a `while` of unknown trip count, once, and the record is flagged. What no
+    output depends on is left out, as XLA drops it (the first layer's input gradient, which a
+    custom VJP computes and nothing uses).
     Elementwise work (activations, the loss, Adam) is not counted: it is not what a peak
     matmul rate measures and is a small fraction of these steps.
   direct_flops: the same count with every convolution by `fast_conv`'s direct formulations (no
@@ -379,12 +381,23 @@ def _count(jaxpr, notes: set[str]) -> float:
     return total
 
 
+def _live(jaxpr, notes: set[str]):
+    """The jaxpr without the equations no output depends on (what XLA drops as dead code: a
+    custom VJP's input gradient where the input needs none, as for the images' layer)."""
+    try:
+        from jax._src.interpreters import partial_eval as pe  # no public dead-code pass
+        return pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))[0]
+    except (ImportError, AttributeError, TypeError):
+        notes.add("dead code was counted (jax's dce_jaxpr unavailable)")
+        return jaxpr
+
+
 def count_flops(fn, *args) -> tuple[float, list[str]]:
-    """FLOPs of the matmuls and convolutions `fn(*args)` runs (module docstring), and notes on
-    anything that made the count approximate."""
+    """FLOPs of the matmuls and convolutions `fn(*args)` runs (module docstring), dead code
+    left out, and notes on anything that made the count approximate."""
     notes: set[str] = set()
     jaxpr = jax.make_jaxpr(fn)(*args)
-    return _count(jaxpr.jaxpr, notes), sorted(notes)
+    return _count(_live(jaxpr.jaxpr, notes), notes), sorted(notes)
 
 
 # ---------------------------------------------------------------------------------------------
