@@ -17,8 +17,8 @@ FLOPs (`count_flops`, 2 per multiply-add, read off the program's jaxpr, not off 
     convolutions, the custom VJPs' backward passes, and the fused polyphase upsampling: the
     decoder's "upsample 2x, then 5x5 conv" becomes a 3x3 conv of the small map with 4x the output
     channels, 25/9 = 2.8x fewer FLOPs than the plain layer; the wide 5x5 layers by FFT,
-    `cmma_jax.fft_conv`, 6x fewer for the paper encoder's second layer). A loop body (`lax.fori_loop` over
-    chunks of the batch, which traces as `scan`) is counted `length` times; a `cond`, its most
+    `cmma_jax.fft_conv`, 6x fewer for the paper encoder's second layer). A loop body
+    (`lax.fori_loop` over chunks of the batch, which traces as `scan`) is counted `length` times; a `cond`, its most
     expensive branch; a `while` of unknown trip count, once, and the record is flagged. What no
     output depends on is left out, as XLA drops it (the first layer's input gradient, which a
     custom VJP computes and nothing uses).

@@ -62,7 +62,8 @@ Pooling inside the loop (`conv2d(..., pool=True)`, `_conv_pool`): the encoder's 
 each chunk's output is pooled in the loop, or in XLA's unrolled chunks
 (`pooling.max_and_position`), so the whole output (177 MB for the paper CMMA's first layer at
 batch 64) and the zeroed buffer the loop would write it into never exist; the weight gradient
-unpools dy chunk by chunk. The paper step 1.12x faster, the small one 1.08-1.10x (2026-12-07).
+unpools dy chunk by chunk. The paper step 1.06-1.12x faster, the small one 1.05-1.10x at batch
+16 (2026-12-07).
 Pooled layers take this custom VJP even below `PLAIN_BELOW` (the small preset's first layer).
 
 Measured (2-core Xeon with AVX-512, both threads, jax 0.10.2; the paper's CMMA layers at batch
@@ -328,7 +329,7 @@ def _correlate(x, w, pad, which, bias=None):
     batch 64). XLA's own convolutions add it after their concatenation (per chunk measured no
     faster)."""
     ci, co, k = w.shape[2], w.shape[3], w.shape[0]
-    method = OVERRIDE.get(which) or _choose_corr(ci, co, k)
+    method = _corr_method(which, ci, co, k)
     corr = functools.partial(_CORR[method], w=w, pad=pad)
     b = None if bias is None else bias[None, None, None, :]
     in_loop = b is not None and method != "xla" and not OVERRIDE.get("bias_after")
@@ -337,12 +338,33 @@ def _correlate(x, w, pad, which, bias=None):
     return y if b is None or in_loop else y + b
 
 
-def _weight_grad(x, dy, k, pad):
+def _corr_method(which: str, ci: int, co: int, k: int) -> str:
+    """The method of a forward ("fwd") or input-gradient ("dx") correlation."""
+    return OVERRIDE.get(which) or _choose_corr(ci, co, k)
+
+
+def _weight_grad(x, dy, k, pad, position=None):
+    """dw by the chosen method, over chunks of the batch. With `position`, dy is the gradient of
+    the 2x2-pooled output, unpooled chunk by chunk inside the loop (`_conv_pool`)."""
     ci, co = x.shape[-1], dy.shape[-1]
-    method = OVERRIDE.get("dw") or _choose_dw(x.shape, dy.shape, k, pad)
-    chunks = _chunks(method, x.shape, ci, co, k, pad)
-    return _chunked(lambda a, g: _DW[method](a, g, k, pad), chunks, x, dy, summed=True,
+    pooled = position is not None
+    dy_shape = (dy.shape[0], 2 * dy.shape[1], 2 * dy.shape[2], co) if pooled else dy.shape
+    method = OVERRIDE.get("dw") or _choose_dw(x.shape, dy_shape, k, pad)
+
+    def grad(a, g, *p):
+        return _DW[method](a, pooling.unpool(p[0], g) if pooled else g, k, pad)
+
+    xs = (x, dy, position) if pooled else (x, dy)
+    return _chunked(grad, _chunks(method, x.shape, ci, co, k, pad), *xs, summed=True,
                     unroll=method == "xla")
+
+
+def _input_grad(dy, kernel, padding):
+    """dx of `VALID(pad(x, padding), kernel)`: the correlation of dy, padded by k-1-padding, with
+    the spatially flipped, in/out-swapped kernel."""
+    k = kernel.shape[0]
+    flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+    return _correlate(dy, flipped, k - 1 - padding, "dx")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -356,12 +378,8 @@ def _conv_fwd(x, kernel, bias, padding):
 
 def _conv_bwd(padding, res, dy):
     x, kernel = res
-    k = kernel.shape[0]
-    flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
-    dx = _correlate(dy, flipped, k - 1 - padding, "dx")
-    dw = _weight_grad(x, dy, k, padding)
-    db = dy.sum(axis=(0, 1, 2))
-    return dx, dw, db
+    dx = _input_grad(dy, kernel, padding)
+    return dx, _weight_grad(x, dy, kernel.shape[0], padding), dy.sum(axis=(0, 1, 2))
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
@@ -379,8 +397,8 @@ def conv2d(x: Array, kernel: Array, bias: Array, padding: int = 0,
       bias: `[C_out]`.
       padding: zeros on each side of both spatial axes (0: VALID; k-1: "full"), 0 <= padding.
       upsample: convolve the 2x nearest-neighbour upsampling of x (`upsample_conv2d`).
-      pool: 2x2 max-pool the output (`pooling.max_pool_2x2`); inside the batch loop, where the
-        convolution runs by patches (`_conv_pool`).
+      pool: 2x2 max-pool the output (`pooling.max_pool_2x2`); inside the convolution's batch
+        loop or chunks, everywhere but by FFT and for odd outputs (`_conv_pool`).
 
     Returns:
       `[B, H' + 2 padding - k + 1, W' + 2 padding - k + 1, C_out]` with H', W' = H, W (or 2H, 2W
@@ -412,14 +430,6 @@ def _pool_in_loop(x_shape, kernel_shape, padding: int) -> bool:
                 or _choose_fft(x_shape, kernel_shape))
 
 
-def _pooled_chunk(x, kernel, bias, padding):
-    """One chunk's convolution (by the forward method), bias, then its pooled maximum and the
-    maximum's position (`pooling.max_and_position`)."""
-    ci, co, k = kernel.shape[2], kernel.shape[3], kernel.shape[0]
-    method = OVERRIDE.get("fwd") or _choose_corr(ci, co, k)
-    return pooling.max_and_position(_CORR[method](x, kernel, padding) + bias[None, None, None, :])
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _conv_pool(x: Array, kernel: Array, bias: Array, padding: int) -> Array:
     return _conv_pool_fwd(x, kernel, bias, padding)[0]
@@ -430,26 +440,22 @@ def _conv_pool_fwd(x, kernel, bias, padding):
     batch 64, and as much again to zero the loop's buffer): each chunk is pooled in the loop,
     which keeps the pooled map and the maxima's positions (int8)."""
     k, _, ci, co = kernel.shape
-    method = OVERRIDE.get("fwd") or _choose_corr(ci, co, k)
-    pooled, position = _chunked(lambda a: _pooled_chunk(a, kernel, bias, padding),
-                                _chunks(method, x.shape, ci, co, k, padding), x,
+    method = _corr_method("fwd", ci, co, k)
+
+    def pooled_chunk(a):  # the chunk's convolution and bias, then its maxima and their positions
+        return pooling.max_and_position(_CORR[method](a, kernel, padding)
+                                        + bias[None, None, None, :])
+
+    pooled, position = _chunked(pooled_chunk, _chunks(method, x.shape, ci, co, k, padding), x,
                                 unroll=method == "xla")
     return pooled, (x, kernel, position)
 
 
 def _conv_pool_bwd(padding, res, d_pooled):
     x, kernel, position = res
-    k = kernel.shape[0]
-    ci, co = x.shape[-1], kernel.shape[-1]
-    dy_shape = position.shape[:1] + (2 * position.shape[1], 2 * position.shape[2], co)
-    # The weight gradient unpools dy chunk by chunk, inside its own loop.
-    method = OVERRIDE.get("dw") or _choose_dw(x.shape, dy_shape, k, padding)
-    dw = _chunked(lambda a, g, p: _DW[method](a, pooling.unpool(p, g), k, padding),
-                  _chunks(method, x.shape, ci, co, k, padding), x, d_pooled, position,
-                  summed=True, unroll=method == "xla")
+    dw = _weight_grad(x, d_pooled, kernel.shape[0], padding, position)
     # The input gradient (dropped by XLA where x needs none, as for the images).
-    flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
-    dx = _correlate(pooling.unpool(position, d_pooled), flipped, k - 1 - padding, "dx")
+    dx = _input_grad(pooling.unpool(position, d_pooled), kernel, padding)
     return dx, dw, d_pooled.sum(axis=(0, 1, 2))
 
 

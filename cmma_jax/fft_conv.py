@@ -12,8 +12,8 @@ outputs o < H + 2 padding - k + 1, and its transform is
     Y[f, b, d] = sum_c X[f, b, c] K[f, c, d],   K[f] = sum_i w[i] exp(+2 pi i f (i - padding) / N),
 
 one [B, C_in] by [C_in, C_out] complex matmul per frequency f (N x (N/2 + 1) of them, the second
-axis halved by the input being real). The kernel's transform K is a real matmul of the k x k taps
-with a constant table of phases; the input's and the output's are XLA's FFTs (`jnp.fft.rfft2`,
+axis halved by the input being real). The kernel's transform K is a complex matmul of a constant
+table of phases with the k x k taps; the input's and the output's are XLA's FFTs (`jnp.fft.rfft2`,
 `irfft2`) between transposes that bring the spatial axes last for the FFT and the frequencies first
 for the matmul. N is the smallest 2-, 3- and 5-smooth length >= H + padding.
 

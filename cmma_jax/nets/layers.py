@@ -8,8 +8,9 @@ float32, so that the objectives in `cmma_jax.losses` run in float32.
 CPU performance: XLA's gradients of padded or transposed convolutions and of `nn.max_pool` are slow
 on CPU. Every convolution here is therefore an explicit `jnp.pad` followed by a VALID convolution
 (`Conv`), pooling is a max over each window with its own gradient (`max_pool_2x2`), and upsampling
-is a broadcast and a reshape (`upsample_nearest_2x`). `Conv.impl` selects the convolution implementation so that a faster
-one can be swapped in through the config field `model.conv_impl` without touching the networks.
+is a broadcast and a reshape (`upsample_nearest_2x`). `Conv.impl` selects the convolution
+implementation so that a faster one can be swapped in through the config field `model.conv_impl`
+without touching the networks.
 """
 
 from __future__ import annotations
